@@ -1,0 +1,85 @@
+# Tagih — every target creates what it needs; safe to re-run.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The first interpreter on PATH that actually runs and is >= 3.11 (pyenv shims may exist but fail).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
+VENV := .venv
+VENV_SAM := .venv-sam
+BIN := $(VENV)/bin
+ENV ?= dev
+PORT ?= 3000
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: help venv lint format unit integration e2e test local build validate bench deploy openapi clean
+
+help:
+	@echo "make local     serve the whole API on 127.0.0.1:$(PORT) (moto, localstripe, Midtrans fake)"
+	@echo "make test      lint, unit, integration and end-to-end tests, template checks"
+	@echo "make lint      ruff, mypy, cfn-lint"
+	@echo "make build     sam build (layer wheels for python3.13 arm64)"
+	@echo "make validate  sam validate --lint"
+	@echo "make bench     cold-start import ratios and other numbers"
+	@echo "make openapi   regenerate docs/openapi.json"
+	@echo "make deploy    sam build && sam deploy --config-env \$$ENV (default dev)"
+
+$(VENV)/.installed: requirements/dev.lock
+	@test -n "$(PYTHON)" || { echo "need Python >= 3.11 on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements/dev.lock
+	touch $@
+
+$(VENV_SAM)/.installed: requirements/sam.lock
+	@test -n "$(PYTHON)" || { echo "need Python >= 3.11 on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV_SAM)
+	$(VENV_SAM)/bin/python -m pip install -q -r requirements/sam.lock
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy layers/common/python/tagih functions local tools tests
+	$(BIN)/cfn-lint template.yaml
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+unit: venv
+	$(PYTEST) tests/unit -q
+
+integration: venv
+	$(PYTEST) tests/integration -q
+
+e2e: venv
+	$(PYTEST) tests/e2e -q
+
+test: lint unit integration e2e validate build
+	@echo "make test: all green"
+
+local: venv
+	PORT=$(PORT) $(BIN)/python -m local
+
+validate: $(VENV_SAM)/.installed
+	$(VENV_SAM)/bin/sam validate --lint --template template.yaml
+
+build: $(VENV_SAM)/.installed
+	PATH="$(abspath $(VENV_SAM))/bin:$$PATH" $(VENV_SAM)/bin/sam build --template template.yaml
+	@ls .aws-sam/build/CommonLayer/python/pydantic_core/ | grep -E 'aarch64-linux-gnu\.so$$'
+
+bench: venv
+	$(BIN)/python -m tools.bench
+
+openapi: venv
+	$(BIN)/python -m tools.openapi --write
+
+deploy: build
+	$(VENV_SAM)/bin/sam deploy --config-env $(ENV)
+
+clean:
+	rm -rf $(VENV) $(VENV_SAM) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Tagih: the shared layer of the billing backend."""

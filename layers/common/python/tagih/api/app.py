@@ -1,0 +1,184 @@
+"""The resolver every HTTP function uses: validation, auth, roles, idempotency, errors.
+
+Order of a request: body size → authorizer context → the route's role or scope → Idempotency-Key
+(POST) → Powertools validation → route. Everything that can refuse a request before routing runs
+first, so an unauthenticated caller learns nothing from a 422.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any, cast
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tagih.api.auth import AuthContext, Role, auth_from_event
+from tagih.api.errors import (
+    error_response,
+    from_billing_error,
+    proxy_error,
+    status_and_code,
+    validation_details,
+)
+from tagih.api.idempotency import MAX_KEY_LENGTH, run_idempotent
+from tagih.config import get_settings
+from tagih.domain.errors import BillingError, PayloadTooLarge, RouteNotFound
+
+logger = Logger(child=True)
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class RoutePolicy:
+    """Who may call a route: a minimum role, or an operator scope. Keyed by the HTTP API routeKey."""
+
+    def __init__(self, role: Role | None = None, scope: str | None = None) -> None:
+        self.role = role
+        self.scope = scope
+
+    def check(self, auth: AuthContext) -> None:
+        if self.scope:
+            auth.require_scope(self.scope)
+        if self.role:
+            auth.require_role(self.role)
+
+
+class TagihResolver(APIGatewayHttpResolver):
+    def __init__(
+        self,
+        *,
+        service: str,
+        authenticated: bool = True,
+        policies: Mapping[str, RoutePolicy] | None = None,
+    ) -> None:
+        super().__init__(enable_validation=True)
+        self.service = service
+        self.authenticated = authenticated
+        self.policies = dict(policies or {})
+        self.exception_handler(RequestValidationError)(self._on_validation_error)
+        self.exception_handler(BillingError)(self._on_billing_error)
+        self.exception_handler(Exception)(self._on_unexpected_error)
+        self.not_found()(self._on_route_not_found)
+
+    # -- the request's principal, for route code -------------------------------------------------
+    @property
+    def auth(self) -> AuthContext:
+        return cast(AuthContext, self.context["auth"])
+
+    @property
+    def request_id(self) -> str:
+        return str(self.current_event.request_context.request_id or "")
+
+    # -- entry point ----------------------------------------------------------------------------
+    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        event = dict(event)
+        request_id = str((event.get("requestContext") or {}).get("requestId", ""))
+        method = str(((event.get("requestContext") or {}).get("http") or {}).get("method", "")).upper()
+        try:
+            self._check_body_size(event)
+            auth = self._authorize(event, method) if self.authenticated else None
+        except BillingError as error:
+            status, code = status_and_code(error)
+            return proxy_error(status, code, error.message, request_id)
+
+        def dispatch() -> dict[str, Any]:
+            if auth is not None:
+                self.context["auth"] = auth
+                logger.append_keys(organization_id=auth.organization_id)
+            return super(TagihResolver, self).resolve(event, context)
+
+        key = (event.get("headers") or {}).get("idempotency-key")
+        if method != "POST" or key is None or auth is None:
+            return dispatch()
+        if not key or len(key) > MAX_KEY_LENGTH:
+            result = error_response(
+                422,
+                "validation_error",
+                "The request is invalid.",
+                request_id,
+                details=[
+                    {
+                        "field": "header.Idempotency-Key",
+                        "message": "1 to 255 characters.",
+                        "type": "string_length",
+                    }
+                ],
+            )
+            return self._build_response_dict(result)
+        try:
+            return run_idempotent(
+                key=key,
+                organization_id=auth.organization_id,
+                function_name=self.service,
+                event=event,
+                context=context,
+                call=dispatch,
+            )
+        except BillingError as error:
+            status, code = status_and_code(error)
+            return proxy_error(status, code, error.message, request_id)
+
+    # -- pre-flight -----------------------------------------------------------------------------
+    def _check_body_size(self, event: Mapping[str, Any]) -> None:
+        body = event.get("body") or ""
+        size = len(body.encode()) if isinstance(body, str) else len(body)
+        if event.get("isBase64Encoded"):
+            try:
+                size = len(base64.b64decode(body, validate=False))
+            except (binascii.Error, ValueError):
+                size = len(body)
+        if size > get_settings().max_body_bytes:
+            raise PayloadTooLarge(f"The request body must be at most {get_settings().max_body_bytes} bytes.")
+
+    def _authorize(self, event: Mapping[str, Any], method: str) -> AuthContext:
+        auth = auth_from_event(event)
+        route_key = str(event.get("routeKey", ""))
+        policy = self.policies.get(route_key) or RoutePolicy(
+            role="member" if method in READ_METHODS else "admin"
+        )
+        policy.check(auth)
+        return auth
+
+    def _build_response_dict(self, response: Response[Any]) -> dict[str, Any]:
+        return {
+            "statusCode": response.status_code,
+            "headers": {"Content-Type": response.headers.get("Content-Type", "application/json")},
+            "body": response.body,
+            "isBase64Encoded": False,
+        }
+
+    # -- errors -----------------------------------------------------------------------------------
+    def _on_validation_error(self, exc: RequestValidationError) -> Response[str]:
+        errors = list(exc.errors())
+        if any(err.get("type") == "json_invalid" for err in errors):
+            return error_response(
+                400, "malformed_json", "The request body is not valid JSON.", self.request_id
+            )
+        return error_response(
+            422,
+            "validation_error",
+            "The request is invalid.",
+            self.request_id,
+            details=validation_details(errors),
+        )
+
+    def _on_billing_error(self, exc: BillingError) -> Response[str]:
+        return from_billing_error(exc, self.request_id)
+
+    def _on_unexpected_error(self, exc: Exception) -> Response[str]:
+        logger.exception("unhandled error")
+        return error_response(500, "internal_error", "An internal error occurred.", self.request_id)
+
+    def _on_route_not_found(self, exc: Exception) -> Response[str]:
+        return from_billing_error(RouteNotFound(), self.request_id)
+
+
+def create_resolver(
+    service: str, *, authenticated: bool = True, policies: Mapping[str, RoutePolicy] | None = None
+) -> TagihResolver:
+    return TagihResolver(service=service, authenticated=authenticated, policies=policies)

@@ -1,0 +1,60 @@
+"""One typed settings model, read from the environment once per process.
+
+Nothing reads ``os.environ`` at import time: handlers call ``get_settings()`` inside a request, so
+tests and the local stack can set the environment before the first call.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Stage = Literal["local", "dev", "staging", "prod"]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    stage: Stage = "dev"
+    table_name: str = Field(min_length=1)
+    event_bus_name: str = "default"
+    invoice_bucket: str = ""
+    jwks_url: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    org_claim: str = "org_roles"
+    operator_scope: str = "billing:operator"
+    stripe_secret_name: str = ""
+    midtrans_secret_name: str = ""
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @property
+    def is_prod(self) -> bool:
+        return self.stage == "prod"
+
+
+_ENV_NAMES = {
+    "stage": "STAGE",
+    "table_name": "TABLE_NAME",
+    "event_bus_name": "EVENT_BUS_NAME",
+    "invoice_bucket": "INVOICE_BUCKET",
+    "jwks_url": "JWKS_URL",
+    "jwt_issuer": "JWT_ISSUER",
+    "jwt_audience": "JWT_AUDIENCE",
+    "org_claim": "ORG_CLAIM",
+    "operator_scope": "OPERATOR_SCOPE",
+    "stripe_secret_name": "STRIPE_SECRET_NAME",
+    "midtrans_secret_name": "MIDTRANS_SECRET_NAME",
+    "idempotency_ttl_seconds": "IDEMPOTENCY_TTL_SECONDS",
+    "max_body_bytes": "MAX_BODY_BYTES",
+}
+
+
+@cache
+def get_settings() -> Settings:
+    values = {field: os.environ[env] for field, env in _ENV_NAMES.items() if os.environ.get(env)}
+    return Settings.model_validate(values)
