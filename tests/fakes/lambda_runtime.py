@@ -1,0 +1,95 @@
+"""What the Lambda runtime hands a handler, and a loader for handler modules by function folder."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "tagih-test"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:tagih-test"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    remaining_ms: int = 15_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def load_function(group: str) -> ModuleType:
+    """Import ``functions/<group>/app.py`` under a unique module name (every handler is ``app``)."""
+    name = f"tagih_function_{group}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / group / "app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def http_event(
+    method: str,
+    path: str,
+    *,
+    route: str | None = None,
+    body: Any = None,
+    raw_body: str | None = None,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    path_parameters: dict[str, str] | None = None,
+    authorizer: dict[str, Any] | None = None,
+    base64_body: bool = False,
+) -> dict[str, Any]:
+    """An HTTP API (payload 2.0) event as API Gateway builds it after the Lambda authorizer."""
+    text = raw_body if raw_body is not None else (json.dumps(body) if body is not None else None)
+    lower_headers = {k.lower(): v for k, v in (headers or {}).items()}
+    if text is not None:
+        lower_headers.setdefault("content-type", "application/json")
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": f"{method} {route or path}",
+        "rawPath": path,
+        "rawQueryString": "&".join(f"{k}={v}" for k, v in (query or {}).items()),
+        "headers": lower_headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "domainName": "127.0.0.1",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
+            "requestId": f"req-{uuid.uuid4().hex[:12]}",
+            "routeKey": f"{method} {route or path}",
+            "stage": "$default",
+            "time": "22/Nov/2026:00:00:00 +0000",
+            "timeEpoch": 1795305600000,
+        },
+        "isBase64Encoded": base64_body,
+    }
+    if query:
+        event["queryStringParameters"] = dict(query)
+    if path_parameters:
+        event["pathParameters"] = dict(path_parameters)
+    if text is not None:
+        event["body"] = base64.b64encode(text.encode()).decode() if base64_body else text
+    if authorizer is not None:
+        event["requestContext"]["authorizer"] = {"lambda": authorizer}
+    return event
+
+
+def principal(
+    org: str = "org_1", role: str = "owner", subject: str = "user_1", scopes: str = ""
+) -> dict[str, Any]:
+    """The authorizer context of an authenticated caller."""
+    return {"organization_id": org, "role": role, "subject": subject, "scopes": scopes, "method": "jwt"}
