@@ -119,7 +119,7 @@ class StackModel:
 
     def function_by_arn(self, arn_or_name: str) -> FunctionSpec:
         """Lambda tasks and targets name a function by ARN (maybe with a qualifier) or by name."""
-        name = arn_or_name.split(":function:")[-1].split(":")[0]
+        name = arn_or_name.rsplit(":function:", maxsplit=1)[-1].split(":", maxsplit=1)[0]
         for spec in self.functions.values():
             if name in (spec.name, spec.logical_id):
                 return spec
