@@ -1,0 +1,123 @@
+"""Start the local stack (``python -m local``) as a child process and drive it over HTTP.
+
+Readiness is polled on ``/_local/health`` with a deadline; the stack is stopped with SIGINT (as
+Ctrl-C would) and killed if it does not exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.fakes.lambda_runtime import ROOT
+
+STARTUP_DEADLINE_SECONDS = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalStack:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    health: dict[str, Any] = field(default_factory=dict)
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def aws_endpoint(self) -> str:
+        return str(self.health["aws_endpoint"])
+
+    def token(self, org_id: str = "org_1", role: str = "owner", **extra: Any) -> str:
+        response = self.session.post(
+            f"{self.base_url}/_local/token", json={"org_id": org_id, "role": role, **extra}
+        )
+        response.raise_for_status()
+        return str(response.json()["token"])
+
+    def headers(self, org_id: str = "org_1", role: str = "owner", **extra: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(org_id, role, **extra)}", "X-Organization-ID": org_id}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 60)
+        return self.session.request(method, f"{self.base_url}{path}", **kwargs)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def start_local_stack(
+    tmp_dir: Path, template: Path | None = None, env: dict[str, str] | None = None
+) -> LocalStack:
+    port = free_port()
+    log_path = tmp_dir / f"local-stack-{port}.log"
+    args = [sys.executable, "-m", "local", "--port", str(port)]
+    if template is not None:
+        args += ["--template", str(template)]
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            args, cwd=ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    stack = LocalStack(base_url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"local stack exited with {process.returncode}:\n{stack.logs()[-4000:]}")
+        try:
+            response = requests.get(f"{stack.base_url}/_local/health", timeout=2)
+            if response.status_code == 200:
+                stack.health = response.json()
+                return stack
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)  # polling readiness with a deadline, not waiting for an outcome
+    stack.stop()
+    raise RuntimeError(f"local stack not ready in {STARTUP_DEADLINE_SECONDS}s:\n{stack.logs()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The whole API from template.yaml, shared by the end-to-end tests of a session."""
+    stack = start_local_stack(tmp_path_factory.mktemp("local"))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def local_stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LocalStack]]:
+    """Start extra stacks (another template, other settings); all are stopped at the end."""
+    started: list[LocalStack] = []
+
+    def start(template: Path | None = None, env: dict[str, str] | None = None) -> LocalStack:
+        stack = start_local_stack(tmp_path_factory.mktemp("local"), template, env)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.stop()
