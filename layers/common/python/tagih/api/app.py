@@ -29,7 +29,8 @@ from tagih.api.idempotency import MAX_KEY_LENGTH, run_idempotent
 from tagih.config import get_settings
 from tagih.domain.errors import BillingError, PayloadTooLarge, RouteNotFound
 
-logger = Logger(child=True)
+# Same service (from POWERTOOLS_SERVICE_NAME) as the handler's Logger, so both share one formatter and keys.
+logger = Logger()
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

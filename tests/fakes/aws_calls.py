@@ -1,0 +1,29 @@
+"""Count the AWS operations the code under test makes, through botocore's event hooks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+
+from tagih.store.table import reset_clients
+
+
+@contextmanager
+def count_calls(service: str = "dynamodb") -> Iterator[Counter[str]]:
+    """Counter of operation names, for clients created inside the block (cached clients are reset)."""
+    counts: Counter[str] = Counter()
+    session = boto3._get_default_session()
+
+    def record(model: Any, **_: Any) -> None:
+        counts[model.name] += 1
+
+    reset_clients()
+    session.events.register(f"before-call.{service}", record)
+    try:
+        yield counts
+    finally:
+        session.events.unregister(f"before-call.{service}", record)
