@@ -7,24 +7,30 @@ import importlib.util
 import json
 import sys
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "tagih-test"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:tagih-test"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    remaining_ms: int = 15_000
+class FakeLambdaContext(LambdaContext):
+    """The context object the Lambda runtime passes, with a fixed amount of time left."""
 
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+    def __init__(self, function_name: str = "tagih-test", remaining_ms: int = 15_000) -> None:
+        self._function_name = function_name
+        self._function_version = "$LATEST"
+        self._invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+        self._memory_limit_in_mb = 512
+        self._aws_request_id = str(uuid.uuid4())
+        self._log_group_name = f"/aws/lambda/{function_name}"
+        self._log_stream_name = "local"
+        self._remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]  # static in the stub
+        return self._remaining_ms
 
 
 def load_function(group: str) -> ModuleType:
