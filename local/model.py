@@ -115,6 +115,7 @@ class StackModel:
     buckets: dict[str, str] = field(default_factory=dict)  # logical id → bucket name
     secrets: dict[str, str] = field(default_factory=dict)  # logical id → secret name
     custom_resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # logical id → resolved props
+    ttl_attributes: dict[str, str] = field(default_factory=dict)  # table logical id → TTL attribute
     outputs: dict[str, Any] = field(default_factory=dict)
 
     def function_by_arn(self, arn_or_name: str) -> FunctionSpec:
