@@ -1,0 +1,481 @@
+"""The HTTP API of template.yaml on 127.0.0.1, as API Gateway (HTTP API, payload 2.0) serves it.
+
+Route matching, the Lambda REQUEST authorizer in front, the v2 event, the v2 result translation,
+and API Gateway's own answers (404 Not Found, 401 Unauthorized, 403 Forbidden, 500 Internal Server
+Error). Authorizer results are not cached locally (API Gateway caches for ReauthorizeEvery): a
+developer who revokes an API key or changes a role sees the effect on the next request.
+
+Local-only routes live under ``/_local`` and ``/docs``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from local import tokens
+from local.model import ACCOUNT_ID, REGION, FunctionError, Route, StackModel
+from local.resources import CfnResponses
+from local.template import API_ID
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OPENAPI_PATH = REPO_ROOT / "docs" / "openapi.json"
+ROLES = ("owner", "admin", "member")
+_TEXT_TYPES = re.compile(
+    r"^(text/.*|application/(json|.*\+json|xml|.*\+xml|javascript|x-www-form-urlencoded|graphql))$"
+)
+
+SWAGGER_HTML = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Tagih API (local)</title>
+  <link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js" crossorigin></script>
+  <script>
+    window.onload = () => {
+      window.ui = SwaggerUIBundle({url: "/docs/openapi.json", dom_id: "#swagger-ui"});
+    };
+  </script>
+</body>
+</html>
+"""
+
+
+@dataclass
+class FrontState:
+    """What the front needs from the rest of the stack; filled in as the stack starts."""
+
+    model: StackModel
+    invoke: Callable[[str, Any], Any] | None = None
+    dispatcher: Any = None  # local.dispatch.Dispatcher once started
+    cfn_responses: CfnResponses = field(default_factory=CfnResponses)
+    ready: bool = False
+    aws_endpoint: str | None = None
+    stripe_endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route
+    path_parameters: dict[str, str]
+
+
+def _segment_rank(segment: str) -> int:
+    if segment.endswith("+}"):
+        return 0
+    if segment.startswith("{") and segment.endswith("}"):
+        return 1
+    return 2
+
+
+def match_route(routes: list[Route], method: str, path: str) -> Match | None:
+    """API Gateway's rule: the most specific route wins (literal > {param} > {proxy+}; method > ANY)."""
+    segments = path.strip("/").split("/") if path.strip("/") else []
+    best: tuple[tuple[Any, ...], Match] | None = None
+    for route in routes:
+        if route.method not in (method, "ANY"):
+            continue
+        pattern = route.path.strip("/").split("/") if route.path.strip("/") else []
+        params: dict[str, str] = {}
+        ranks: list[int] = []
+        matched = True
+        for index, part in enumerate(pattern):
+            rank = _segment_rank(part)
+            if rank == 0:
+                rest = segments[index:]
+                if not rest:
+                    matched = False
+                    break
+                params[part[1:-2]] = unquote("/".join(rest))
+                ranks.append(rank)
+                break
+            if index >= len(segments):
+                matched = False
+                break
+            if rank == 1:
+                if not segments[index]:
+                    matched = False
+                    break
+                params[part[1:-1]] = unquote(segments[index])
+            elif part != segments[index]:
+                matched = False
+                break
+            ranks.append(rank)
+        else:
+            if len(pattern) != len(segments):
+                matched = False
+        if not matched:
+            continue
+        key = (tuple(ranks), route.method != "ANY")
+        if best is None or key > best[0]:
+            best = (key, Match(route, params))
+    return best[1] if best else None
+
+
+def _is_text(content_type: str | None) -> bool:
+    if not content_type:
+        return True
+    return bool(_TEXT_TYPES.match(content_type.split(";", 1)[0].strip().lower()))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FrontServer
+    protocol_version = "HTTP/1.1"
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def log_message(self, format: str, *args: Any) -> None:
+        self.server.log(f"{self.address_string()} {format % args}")
+
+    def _send(
+        self,
+        status: int,
+        body: bytes | str | dict[str, Any] | list[Any],
+        headers: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        if isinstance(body, (dict, list)):
+            payload = json.dumps(body).encode()
+        elif isinstance(body, str):
+            payload = body.encode()
+        else:
+            payload = body
+        self.send_response(status)
+        names = {name.lower() for name, _ in headers or []}
+        if "content-type" not in names:
+            self.send_header("Content-Type", content_type)
+        for name, value in headers or []:
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("apigw-requestid", self._request_id)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _handle(self) -> None:
+        self._request_id = f"{uuid.uuid4().hex[:14]}="
+        try:
+            url = urlsplit(self.path)
+            if url.path.startswith(("/_local/", "/docs")) and self._local(url.path, url.query):
+                return
+            self._api(url.path, url.query)
+        except Exception as error:  # the front must answer, whatever failed behind it
+            self.server.log(f"front error on {self.command} {self.path}: {error!r}")
+            self._send(500, {"message": "Internal Server Error"})
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+    # -- the template's routes ---------------------------------------------------------------------
+    def _api(self, path: str, query: str) -> None:
+        state = self.server.state
+        body = self._body()
+        if not state.ready or state.invoke is None:
+            self._send(503, {"message": "Service Unavailable"})
+            return
+        match = match_route(state.model.routes, self.command, path)
+        if match is None:
+            self._send(404, {"message": "Not Found"})
+            return
+        event = self._event(match, path, query, body)
+        route = match.route
+        if route.authorizer is not None:
+            authorizer = route.authorizer
+            identity = []
+            for header in authorizer.identity_headers:
+                value = event["headers"].get(header.lower())
+                if not value:
+                    self._send(401, {"message": "Unauthorized"})  # API Gateway does not call it
+                    return
+                identity.append(value)
+            auth_event = {
+                "version": "2.0",
+                "type": "REQUEST",
+                "routeArn": (
+                    f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:{API_ID}/$default/{self.command}{path}"
+                ),
+                "identitySource": identity,
+                "routeKey": event["routeKey"],
+                "rawPath": event["rawPath"],
+                "rawQueryString": event["rawQueryString"],
+                "headers": event["headers"],
+                "requestContext": event["requestContext"],
+            }
+            for optional in ("cookies", "queryStringParameters", "pathParameters"):
+                if optional in event:
+                    auth_event[optional] = event[optional]
+            try:
+                answer = state.invoke(authorizer.function, auth_event)
+            except FunctionError as error:
+                self.server.log(f"authorizer {authorizer.function} failed: {error}")
+                self._send(500, {"message": "Internal Server Error"})
+                return
+            allowed, context = _authorizer_decision(answer, authorizer.simple_responses)
+            if allowed is None:
+                self.server.log(f"authorizer {authorizer.function} answered {answer!r}")
+                self._send(500, {"message": "Internal Server Error"})
+                return
+            if not allowed:
+                self._send(403, {"message": "Forbidden"})
+                return
+            event["requestContext"]["authorizer"] = {"lambda": context}
+        try:
+            result = state.invoke(route.function, event)
+        except FunctionError as error:
+            self.server.log(f"{route.function} failed: {error}")
+            self._send(500, {"message": "Internal Server Error"})
+            return
+        self._respond_v2(result)
+
+    def _event(self, match: Match, path: str, query: str, body: bytes) -> dict[str, Any]:
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        cookies = [c.strip() for c in headers.pop("cookie", "").split(";") if c.strip()]
+        query_parameters: dict[str, str] = {}
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            query_parameters[key] = f"{query_parameters[key]},{value}" if key in query_parameters else value
+        now = time.time()
+        route_key = match.route.route_key
+        event: dict[str, Any] = {
+            "version": "2.0",
+            "routeKey": route_key,
+            "rawPath": path,
+            "rawQueryString": query,
+            "headers": headers,
+            "requestContext": {
+                "accountId": ACCOUNT_ID,
+                "apiId": API_ID,
+                "domainName": headers.get("host", "127.0.0.1"),
+                "domainPrefix": headers.get("host", "127.0.0.1").split(".", 1)[0],
+                "http": {
+                    "method": self.command,
+                    "path": path,
+                    "protocol": self.request_version,
+                    "sourceIp": self.client_address[0],
+                    "userAgent": headers.get("user-agent", ""),
+                },
+                "requestId": self._request_id,
+                "routeKey": route_key,
+                "stage": "$default",
+                "time": datetime.fromtimestamp(now, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+                "timeEpoch": int(now * 1000),
+            },
+            "isBase64Encoded": False,
+        }
+        if cookies:
+            event["cookies"] = cookies
+        if query_parameters:
+            event["queryStringParameters"] = query_parameters
+        if match.path_parameters:
+            event["pathParameters"] = match.path_parameters
+        if body:
+            text: str | None = None
+            if _is_text(headers.get("content-type")):
+                try:
+                    text = body.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = None
+            if text is None:
+                event["body"] = base64.b64encode(body).decode()
+                event["isBase64Encoded"] = True
+            else:
+                event["body"] = text
+        return event
+
+    def _respond_v2(self, result: Any) -> None:
+        if not (isinstance(result, dict) and "statusCode" in result):
+            # HTTP API v2: any other valid JSON is the body of a 200 application/json response.
+            self._send(200, json.dumps(result).encode())
+            return
+        headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            headers.extend((str(name), str(v)) for v in values)
+        headers.extend(("Set-Cookie", str(cookie)) for cookie in result.get("cookies") or [])
+        raw = result.get("body")
+        if raw is None:
+            payload = b""
+        elif result.get("isBase64Encoded"):
+            payload = base64.b64decode(str(raw))
+        else:
+            payload = str(raw).encode()
+        self._send(int(result["statusCode"]), payload, headers)
+
+    # -- local-only routes --------------------------------------------------------------------------
+    def _local(self, path: str, query: str) -> bool:
+        state = self.server.state
+        method = self.command
+        if path == "/_local/health" and method == "GET":
+            if not state.ready:
+                self._send(503, {"status": "starting"})
+            else:
+                self._send(
+                    200,
+                    {
+                        "status": "ok",
+                        "aws_endpoint": state.aws_endpoint,
+                        "stripe_endpoint": state.stripe_endpoint,
+                    },
+                )
+            return True
+        if path == "/_local/jwks.json" and method == "GET":
+            self._send(200, tokens.jwks())
+            return True
+        if path == "/_local/token" and method == "POST":
+            self._token()
+            return True
+        if path == "/_local/events" and method == "GET":
+            if state.dispatcher is None:
+                self._send(503, {"message": "the event dispatcher is not running yet"})
+                return True
+            detail_type = dict(parse_qsl(query)).get("type") or None
+            self._send(200, {"items": state.dispatcher.published_events(detail_type)})
+            return True
+        fire = re.fullmatch(r"/_local/rules/([^/]+)/fire", path)
+        if fire and method == "POST":
+            if state.dispatcher is None:
+                self._send(503, {"message": "the event dispatcher is not running yet"})
+                return True
+            try:
+                state.dispatcher.fire_rule(unquote(fire.group(1)))
+            except KeyError:
+                self._send(404, {"message": f"no rule {unquote(fire.group(1))!r}"})
+                return True
+            self._send(202, {"fired": unquote(fire.group(1))})
+            return True
+        cfn = re.fullmatch(r"/_local/cfn-response/([0-9a-f]+)", path)
+        if cfn and method == "PUT":
+            try:
+                answer = json.loads(self._body())
+            except ValueError:
+                self._send(400, {"message": "not JSON"})
+                return True
+            if not isinstance(answer, dict) or not state.cfn_responses.deliver(cfn.group(1), answer):
+                self._send(404, {"message": "no such pending custom resource"})
+                return True
+            self._send(200, b"", content_type="text/plain")
+            return True
+        if path in ("/docs", "/docs/") and method == "GET":
+            self._send(200, SWAGGER_HTML, content_type="text/html; charset=utf-8")
+            return True
+        if path == "/docs/openapi.json" and method == "GET":
+            if not OPENAPI_PATH.is_file():
+                self._send(404, {"message": "docs/openapi.json has not been generated (make openapi)"})
+            else:
+                self._send(200, OPENAPI_PATH.read_bytes())
+            return True
+        if path.startswith("/_local/"):
+            self._send(404, {"message": "Not Found"})
+            return True
+        return False
+
+    def _token(self) -> None:
+        try:
+            body = json.loads(self._body() or b"null")
+        except ValueError:
+            self._validation([{"field": "body", "message": "Not valid JSON.", "type": "json_invalid"}])
+            return
+        details: list[dict[str, str]] = []
+        if not isinstance(body, dict):
+            self._validation([{"field": "body", "message": "Must be an object.", "type": "object_type"}])
+            return
+        org_id, role = body.get("org_id"), body.get("role")
+        sub, scopes = body.get("sub", "user_local"), body.get("scopes")
+        if not isinstance(org_id, str) or not org_id:
+            details.append({"field": "body.org_id", "message": "A non-empty string.", "type": "string_type"})
+        if role not in ROLES:
+            details.append({"field": "body.role", "message": f"One of {', '.join(ROLES)}.", "type": "enum"})
+        if not isinstance(sub, str) or not sub:
+            details.append({"field": "body.sub", "message": "A non-empty string.", "type": "string_type"})
+        if isinstance(scopes, str):
+            scopes = scopes.split()
+        if scopes is not None and not (isinstance(scopes, list) and all(isinstance(s, str) for s in scopes)):
+            details.append({"field": "body.scopes", "message": "A list of strings.", "type": "list_type"})
+        unknown = set(body) - {"org_id", "role", "sub", "scopes"}
+        details.extend(
+            {"field": f"body.{name}", "message": "Unknown field.", "type": "extra_forbidden"}
+            for name in sorted(unknown)
+        )
+        if details:
+            self._validation(details)
+            return
+        token = tokens.mint_token(org_roles=[f"{org_id}:{role}"], subject=str(sub), scopes=scopes)
+        self._send(200, {"token": token})
+
+    def _validation(self, details: list[dict[str, str]]) -> None:
+        self._send(
+            422,
+            {
+                "error": {
+                    "code": "validation_error",
+                    "message": "The request is invalid.",
+                    "details": details,
+                    "request_id": self._request_id,
+                }
+            },
+        )
+
+
+def _authorizer_decision(answer: Any, simple: bool) -> tuple[bool | None, dict[str, Any]]:
+    """(allowed, context); allowed is None when the answer is malformed (API Gateway: 500)."""
+    if not isinstance(answer, dict):
+        return None, {}
+    context = answer.get("context") or {}
+    if not isinstance(context, dict):
+        return None, {}
+    if simple:
+        allowed = answer.get("isAuthorized")
+        return (allowed if isinstance(allowed, bool) else None), context
+    policy = answer.get("policyDocument")
+    if not isinstance(policy, dict) or "principalId" not in answer:
+        return None, {}
+    statements = policy.get("Statement") or []
+    effects = {str(s.get("Effect")) for s in statements if isinstance(s, dict)}
+    return ("Allow" in effects and "Deny" not in effects), context
+
+
+class FrontServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, state: FrontState, log: Callable[[str], None]) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.state = state
+        self.log = log
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, name="http-front", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+__all__ = ["FrontServer", "FrontState", "match_route"]
