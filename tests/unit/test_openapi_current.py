@@ -1,0 +1,80 @@
+"""docs/openapi.json is what the handlers generate, covers exactly the template's routes, and
+documents the API.md error envelope on every operation."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from tools.functions import load_functions
+from tools.openapi import OUTPUT, build_document, render
+
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return build_document()
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method in METHODS
+    ]
+
+
+def test_committed_document_is_what_the_handlers_generate(document: dict[str, Any]) -> None:
+    committed = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else ""
+    fresh = render(document)
+    if committed != fresh:
+        diff = "\n".join(
+            list(difflib.unified_diff(committed.splitlines(), fresh.splitlines(), "committed", "generated"))[
+                :40
+            ]
+        )
+        pytest.fail(f"docs/openapi.json is stale: run `make openapi` and commit it.\n{diff}")
+
+
+def test_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    validate(document)
+
+
+def test_operations_are_exactly_the_template_routes(document: dict[str, Any]) -> None:
+    template_routes = {(r.method, r.path) for f in load_functions() for r in f.routes}
+    documented = {(method, path) for method, path, _ in operations(document)}
+    assert documented == template_routes, (
+        f"only in code: {sorted(documented - template_routes)}; "
+        f"only in template.yaml: {sorted(template_routes - documented)}"
+    )
+
+
+def resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target: Any = document
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+@pytest.mark.parametrize("status", ["401", "422"])
+def test_every_operation_documents_the_error_envelope(document: dict[str, Any], status: str) -> None:
+    for method, path, operation in operations(document):
+        response = resolve(document, operation["responses"][status])
+        schema = response["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/Error"}, f"{method} {path} {status}"
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def test_authorizer_security_applies_unless_the_route_has_none(document: dict[str, Any]) -> None:
+    assert document["security"] == [{"bearerAuth": [], "organizationId": []}]
+    assert document["components"]["securitySchemes"]["organizationId"]["name"] == "X-Organization-ID"
+    public = {(r.method, r.path) for f in load_functions() for r in f.routes if not r.authorized}
+    for method, path, operation in operations(document):
+        assert (operation.get("security") == []) == ((method, path) in public), f"{method} {path}"
