@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from local import tokens
 from local.aws import MotoServer
+from local.cfn_yaml import load_template
 from local.http_front import FrontServer, FrontState
 from local.model import StackModel
 from local.resources import create_resources, run_custom_resources
@@ -80,7 +81,9 @@ class LocalStack:
         from local.statemachines import create_state_machines
 
         # The template first: an unsupported type or intrinsic stops us before anything starts.
-        model = build_model(self.template_path, local_parameters(self.port))
+        declared = load_template(self.template_path).get("Parameters") or {}
+        overrides = {k: v for k, v in local_parameters(self.port).items() if k in declared}
+        model = build_model(self.template_path, overrides)
         self.model = model
         state = FrontState(model=model)
         self.front = FrontServer(self.port, state, log)
