@@ -168,11 +168,30 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def _body(self) -> bytes:
+        return self._raw_body
+
+    def _read_body(self) -> bytes:
+        """The whole body, read once up front so that a keep-alive connection stays in step."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
     def _handle(self) -> None:
         self._request_id = f"{uuid.uuid4().hex[:14]}="
+        try:
+            self._raw_body = self._read_body()
+        except ValueError:
+            self._send(400, {"message": "Bad Request"})
+            return
         try:
             url = urlsplit(self.path)
             if url.path.startswith(("/_local/", "/docs")) and self._local(url.path, url.query):

@@ -85,8 +85,17 @@ class LocalStack:
         overrides = {k: v for k, v in local_parameters(self.port).items() if k in declared}
         model = build_model(self.template_path, overrides)
         self.model = model
+        for spec in model.functions.values():
+            module = spec.handler.rpartition(".")[0].replace(".", "/")
+            if not (spec.code_dir / f"{module}.py").is_file():
+                log(f"warning: no {module}.py in {spec.code_dir}: {spec.logical_id} will fail when invoked")
         state = FrontState(model=model)
-        self.front = FrontServer(self.port, state, log)
+        try:
+            self.front = FrontServer(self.port, state, log)
+        except OSError as error:
+            raise RuntimeError(
+                f"cannot listen on 127.0.0.1:{self.port} ({error}); is a stack already running?"
+            ) from error
         self.front.start()
 
         # localstripe boots (a second or two) while moto and the resources are created.

@@ -138,6 +138,14 @@ def test_function_logs_reach_the_stack_output(local_stack: LocalStack) -> None:
     assert "catalog seeded" in local_stack.logs()
 
 
+def test_published_events_and_unknown_rules(local_stack: LocalStack) -> None:
+    events = local_stack.request("GET", "/_local/events?type=billing.subscription.created")
+    assert events.status_code == 200
+    assert isinstance(events.json()["items"], list)
+    missing = local_stack.request("POST", "/_local/rules/no-such-rule/fire")
+    assert missing.status_code == 404
+
+
 # ---------------------------------------------------------------------------- a template of our own
 ECHO_TEMPLATE = """
 Transform: AWS::Serverless-2016-10-31
@@ -317,6 +325,18 @@ def test_binary_bodies_travel_base64_both_ways(echo_stack: LocalStack) -> None:
     binary = echo_stack.request("GET", "/echo/binary", headers=GOOD)
     assert binary.status_code == 200
     assert binary.content == bytes([0, 1, 2, 255])
+
+
+def test_a_chunked_body_arrives_whole(echo_stack: LocalStack) -> None:
+    echoed = _echoed(
+        echo_stack.request(
+            "POST",
+            "/echo/chunks",
+            headers={**GOOD, "Content-Type": "text/plain"},
+            data=iter([b"hello ", b"world"]),  # no Content-Length: Transfer-Encoding chunked
+        )
+    )
+    assert echoed["event"]["body"] == "hello world"
 
 
 def test_a_result_without_status_code_is_a_200_json_body(echo_stack: LocalStack) -> None:
