@@ -145,10 +145,21 @@ def _reachable_schemas(paths: Mapping[str, Any], schemas: Mapping[str, Any]) -> 
     return {name: schemas[name] for name in sorted(seen)}
 
 
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+POWERTOOLS_422 = "#/components/schemas/HTTPValidationError"
+
+
 def _kernel_responses(operation: dict[str, Any]) -> None:
-    responses = operation.setdefault("responses", {})
+    """Every error status answers the API.md envelope: the shared responses, or a route's own."""
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    for status, response in responses.items():
+        # A route may document its own error (a 409 code, a 402): keep its words, not its body.
+        if status[0] in "45" and POWERTOOLS_422 not in json.dumps(response):
+            response["content"] = {"application/json": {"schema": ERROR_REF}}
     for status, (name, _) in ERROR_RESPONSES.items():
-        responses[status] = {"$ref": f"#/components/responses/{name}"}
+        own = responses.get(status)
+        if own is None or POWERTOOLS_422 in json.dumps(own):
+            responses[status] = {"$ref": f"#/components/responses/{name}"}
 
 
 def build_document(functions: list[Function] | None = None) -> dict[str, Any]:
@@ -181,7 +192,6 @@ def build_document(functions: list[Function] | None = None) -> dict[str, Any]:
                 )
             schemas.setdefault(name, schema)
             schema_owner.setdefault(name, function.logical_id)
-    error_ref = {"$ref": "#/components/schemas/Error"}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": TITLE, "version": project_version(), "description": DESCRIPTION},
@@ -192,7 +202,7 @@ def build_document(functions: list[Function] | None = None) -> dict[str, Any]:
         "components": {
             "securitySchemes": SECURITY_SCHEMES,
             "responses": {
-                name: {"description": description, "content": {"application/json": {"schema": error_ref}}}
+                name: {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
                 for name, description in ERROR_RESPONSES.values()
             },
             "schemas": {**_reachable_schemas(paths, schemas), **ERROR_SCHEMAS},
