@@ -88,6 +88,17 @@ ERROR_SCHEMAS: dict[str, Any] = {
     },
 }
 
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+POWERTOOLS_422 = "#/components/schemas/HTTPValidationError"  # Powertools' body, replaced by the kernel's
+IDEMPOTENCY_KEY: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Replays the first response for 24 h (`Idempotent-Replayed: true`); the same key "
+    "with another body is a 422 `idempotency_key_reused`, while the first runs a 409 `request_in_progress`.",
+}
+
 # status → (components/responses name, description); every operation references all of them.
 ERROR_RESPONSES: dict[str, tuple[str, str]] = {
     "400": ("MalformedJson", "`malformed_json`: the body is not valid JSON."),
@@ -145,10 +156,6 @@ def _reachable_schemas(paths: Mapping[str, Any], schemas: Mapping[str, Any]) -> 
     return {name: schemas[name] for name in sorted(seen)}
 
 
-ERROR_REF = {"$ref": "#/components/schemas/Error"}
-POWERTOOLS_422 = "#/components/schemas/HTTPValidationError"
-
-
 def _kernel_responses(operation: dict[str, Any]) -> None:
     """Every error status answers the API.md envelope: the shared responses, or a route's own."""
     responses: dict[str, Any] = operation.setdefault("responses", {})
@@ -160,6 +167,15 @@ def _kernel_responses(operation: dict[str, Any]) -> None:
         own = responses.get(status)
         if own is None or POWERTOOLS_422 in json.dumps(own):
             responses[status] = {"$ref": f"#/components/responses/{name}"}
+
+
+def _kernel_parameters(method: str, operation: dict[str, Any]) -> None:
+    """Every POST accepts Idempotency-Key (API.md): the kernel handles it, so no route declares it."""
+    if method != "post":
+        return
+    parameters: list[dict[str, Any]] = operation.setdefault("parameters", [])
+    if not any(p.get("name", "").lower() == "idempotency-key" for p in parameters):
+        parameters.append(IDEMPOTENCY_KEY)
 
 
 def build_document(functions: list[Function] | None = None) -> dict[str, Any]:
@@ -180,6 +196,7 @@ def build_document(functions: list[Function] | None = None) -> dict[str, Any]:
                 if method in paths.get(path, {}):
                     raise ValueError(f"{method.upper()} {path} is defined by two functions")
                 _kernel_responses(operation)
+                _kernel_parameters(method, operation)
                 if (method, path) in public:
                     operation["security"] = []  # no authorizer: signature-checked or token-in-URL
                 tags.update(operation.get("tags", []))
