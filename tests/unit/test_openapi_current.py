@@ -78,3 +78,10 @@ def test_authorizer_security_applies_unless_the_route_has_none(document: dict[st
     public = {(r.method, r.path) for f in load_functions() for r in f.routes if not r.authorized}
     for method, path, operation in operations(document):
         assert (operation.get("security") == []) == ((method, path) in public), f"{method} {path}"
+
+
+def test_every_post_documents_the_idempotency_key(document: dict[str, Any]) -> None:
+    for method, path, operation in operations(document):
+        if method == "POST":
+            names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "header"]
+            assert "Idempotency-Key" in names, f"{method} {path}"
