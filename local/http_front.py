@@ -32,6 +32,7 @@ from local.template import API_ID
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OPENAPI_PATH = REPO_ROOT / "docs" / "openapi.json"
 ROLES = ("owner", "admin", "member")
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # HTTP API's request payload quota
 _TEXT_TYPES = re.compile(
     r"^(text/.*|application/(json|.*\+json|xml|.*\+xml|javascript|x-www-form-urlencoded|graphql))$"
 )
@@ -54,6 +55,10 @@ SWAGGER_HTML = """<!doctype html>
 </body>
 </html>
 """
+
+
+class _TooLarge(Exception):
+    pass
 
 
 @dataclass
@@ -181,15 +186,24 @@ class _Handler(BaseHTTPRequestHandler):
                         pass  # trailers
                     return b"".join(chunks)
                 chunks.append(self.rfile.read(size))
+                if sum(map(len, chunks)) > MAX_PAYLOAD_BYTES:
+                    raise _TooLarge
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_PAYLOAD_BYTES:
+            raise _TooLarge
         return self.rfile.read(length) if length else b""
 
     def _handle(self) -> None:
         self._request_id = f"{uuid.uuid4().hex[:14]}="
         try:
             self._raw_body = self._read_body()
+        except _TooLarge:
+            self.close_connection = True  # the unread body would be taken for the next request
+            self._send(413, {"message": "Request Entity Too Large"})
+            return
         except ValueError:
+            self.close_connection = True
             self._send(400, {"message": "Bad Request"})
             return
         try:
