@@ -448,3 +448,57 @@ def test_a_custom_resource_that_fails_stops_startup(tmp_path: Path) -> None:
     result = _start_expecting_failure(template)
     assert result.returncode == 1
     assert "custom resource Seed FAILED: seed data is broken" in result.stderr
+
+
+MACHINE_TEMPLATE = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  DoubleFunction:
+    Type: AWS::Serverless::Function
+    Properties: {CodeUri: double, Handler: app.lambda_handler, Timeout: 10}
+  Machine:
+    Type: AWS::Serverless::StateMachine
+    Properties:
+      DefinitionUri: machine.asl.json
+      DefinitionSubstitutions: {DoubleArn: !GetAtt DoubleFunction.Arn}
+"""
+
+MACHINE = {
+    "StartAt": "Double",
+    "States": {"Double": {"Type": "Task", "Resource": "${DoubleArn}", "End": True}},
+}
+
+DOUBLE = """
+def lambda_handler(event, context):
+    return {"n": event["n"] * 2, "by": context.function_name}
+"""
+
+
+def test_state_machine_lambda_tasks_run_the_same_handlers(
+    tmp_path: Path, local_stack_factory: Callable[..., LocalStack]
+) -> None:
+    import time
+
+    import boto3
+
+    (tmp_path / "machine.asl.json").write_text(json.dumps(MACHINE), encoding="utf-8")
+    stack = local_stack_factory(_write_project(tmp_path, MACHINE_TEMPLATE, {"double": DOUBLE}))
+    sfn = boto3.client(
+        "stepfunctions",
+        endpoint_url=stack.aws_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    arn = "arn:aws:states:us-east-1:123456789012:stateMachine:tagih-local-Machine"
+    execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps({"n": 21}))["executionArn"]
+    deadline = time.monotonic() + 60
+    status = "RUNNING"
+    while time.monotonic() < deadline:
+        described = sfn.describe_execution(executionArn=execution)
+        status = described["status"]
+        if status != "RUNNING":
+            break
+        time.sleep(0.2)  # bounded polling for the execution's outcome
+    assert status == "SUCCEEDED", sfn.get_execution_history(executionArn=execution)["events"][-3:]
+    assert json.loads(described["output"]) == {"n": 42, "by": "DoubleFunction"}
