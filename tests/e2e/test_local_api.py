@@ -12,11 +12,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import boto3
 import jwt
 import pytest
 import requests
@@ -26,6 +28,16 @@ from tests.e2e.conftest import LocalStack, free_port
 from tests.fakes.lambda_runtime import ROOT
 
 pytestmark = pytest.mark.e2e
+
+
+def _aws(service: str, endpoint_url: str) -> Any:
+    return boto3.client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 # ---------------------------------------------------------------------------------- real template
@@ -90,15 +102,7 @@ def test_health_says_where_the_fakes_listen(local_stack: LocalStack) -> None:
     assert health["aws_endpoint"].startswith("http://127.0.0.1:")
     assert health["stripe_endpoint"].startswith("http://127.0.0.1:")
     # The moto endpoint is a real AWS endpoint: the seeded table is there.
-    import boto3
-
-    dynamodb = boto3.client(
-        "dynamodb",
-        endpoint_url=health["aws_endpoint"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    dynamodb = _aws("dynamodb", health["aws_endpoint"])
     assert dynamodb.list_tables()["TableNames"] == ["tagih-local-BillingTable"]
     assert requests.get(
         health["stripe_endpoint"] + "/v1/customers", auth=("sk_test_local", ""), timeout=10
@@ -394,15 +398,7 @@ def test_concurrent_requests_each_see_their_own_event(echo_stack: LocalStack) ->
 
 
 def test_lambda_invoke_through_the_aws_endpoint_runs_the_same_handler(echo_stack: LocalStack) -> None:
-    import boto3
-
-    client = boto3.client(
-        "lambda",
-        endpoint_url=echo_stack.aws_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = _aws("lambda", echo_stack.aws_endpoint)
     ok = client.invoke(FunctionName="EchoFunction", Payload=json.dumps({"rawPath": "/echo/raw"}))
     assert ok.get("FunctionError") is None
     assert json.loads(ok["Payload"].read()) == {"plain": True}
@@ -477,19 +473,9 @@ def lambda_handler(event, context):
 def test_state_machine_lambda_tasks_run_the_same_handlers(
     tmp_path: Path, local_stack_factory: Callable[..., LocalStack]
 ) -> None:
-    import time
-
-    import boto3
-
     (tmp_path / "machine.asl.json").write_text(json.dumps(MACHINE), encoding="utf-8")
     stack = local_stack_factory(_write_project(tmp_path, MACHINE_TEMPLATE, {"double": DOUBLE}))
-    sfn = boto3.client(
-        "stepfunctions",
-        endpoint_url=stack.aws_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sfn = _aws("stepfunctions", stack.aws_endpoint)
     arn = "arn:aws:states:us-east-1:123456789012:stateMachine:tagih-local-Machine"
     execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps({"n": 21}))["executionArn"]
     deadline = time.monotonic() + 60
@@ -502,3 +488,70 @@ def test_state_machine_lambda_tasks_run_the_same_handlers(
         time.sleep(0.2)  # bounded polling for the execution's outcome
     assert status == "SUCCEEDED", sfn.get_execution_history(executionArn=execution)["events"][-3:]
     assert json.loads(described["output"]) == {"n": 42, "by": "DoubleFunction"}
+
+
+EVENTS_TEMPLATE = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Bus:
+    Type: AWS::Events::EventBus
+    Properties: {Name: tagih-events-test}
+  PingFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: ping
+      Handler: app.lambda_handler
+      Timeout: 10
+      Events:
+        Hourly:
+          Type: Schedule
+          Properties: {Schedule: rate(1 hour)}
+        Happened:
+          Type: EventBridgeRule
+          Properties:
+            EventBusName: !Ref Bus
+            Pattern: {detail-type: [thing.happened]}
+"""
+
+PING = """
+def lambda_handler(event, context):
+    print(f"ping got {event['detail-type']} id={event['id']}")
+"""
+
+
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)  # bounded polling for an asynchronous outcome
+    raise AssertionError(f"not seen within {seconds}s: {what}")
+
+
+def test_bus_events_are_tapped_and_delivered_and_rules_can_be_fired(
+    tmp_path: Path, local_stack_factory: Callable[..., LocalStack]
+) -> None:
+    stack = local_stack_factory(_write_project(tmp_path, EVENTS_TEMPLATE, {"ping": PING}))
+    events = _aws("events", stack.aws_endpoint)
+    events.put_events(
+        Entries=[
+            {
+                "EventBusName": "tagih-events-test",
+                "Source": "tagih.test",
+                "DetailType": "thing.happened",
+                "Detail": json.dumps({"n": 1}),
+            }
+        ]
+    )
+
+    def published() -> list[dict[str, Any]]:
+        response = stack.request("GET", "/_local/events?type=thing.happened")
+        return list(response.json()["items"])
+
+    _wait_for(lambda: len(published()) == 1, "the event in /_local/events")
+    assert published()[0]["detail"] == {"n": 1}
+    _wait_for(lambda: "ping got thing.happened" in stack.logs(), "the rule's target ran")
+
+    fired = stack.request("POST", "/_local/rules/PingFunctionHourly/fire")
+    assert fired.status_code == 202
+    _wait_for(lambda: "ping got Scheduled Event" in stack.logs(), "the fired schedule's target ran")
