@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -415,10 +416,21 @@ def test_ctrl_c_stops_the_stack_and_everything_it_started(
 ) -> None:
     stack = local_stack_factory(_write_project(tmp_path, ECHO_TEMPLATE, {"gate": GATE, "echo": ECHO}))
     assert stack.request("GET", "/items/1", headers=GOOD).status_code == 201  # workers are running
-    stack.stop()
+    stack.stop()  # SIGINT to the process group, as Ctrl-C in a terminal
     assert stack.process.returncode == 0
     with pytest.raises(ProcessLookupError):
         os.killpg(stack.process.pid, 0)  # no worker, localstripe or other child left in its group
+
+
+def test_sigterm_to_the_stack_alone_stops_its_children_too(
+    tmp_path: Path, local_stack_factory: Callable[..., LocalStack]
+) -> None:
+    stack = local_stack_factory(_write_project(tmp_path, ECHO_TEMPLATE, {"gate": GATE, "echo": ECHO}))
+    assert stack.request("GET", "/items/1", headers=GOOD).status_code == 201
+    stack.process.send_signal(signal.SIGTERM)  # only the stack's own process is told
+    assert stack.process.wait(timeout=30) == 0
+    with pytest.raises(ProcessLookupError):
+        os.killpg(stack.process.pid, 0)
 
 
 def _start_expecting_failure(template: Path) -> subprocess.CompletedProcess[str]:
