@@ -33,11 +33,10 @@ def test_committed_document_is_what_the_handlers_generate(document: dict[str, An
     committed = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else ""
     fresh = render(document)
     if committed != fresh:
-        diff = "\n".join(
-            list(difflib.unified_diff(committed.splitlines(), fresh.splitlines(), "committed", "generated"))[
-                :40
-            ]
+        lines = difflib.unified_diff(
+            committed.splitlines(), fresh.splitlines(), "committed", "generated", lineterm=""
         )
+        diff = "\n".join(list(lines)[:40])
         pytest.fail(f"docs/openapi.json is stale: run `make openapi` and commit it.\n{diff}")
 
 
