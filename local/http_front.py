@@ -284,6 +284,13 @@ class _Handler(BaseHTTPRequestHandler):
             key = name.lower()
             headers[key] = f"{headers[key]},{value}" if key in headers else value
         cookies = [c.strip() for c in headers.pop("cookie", "").split(";") if c.strip()]
+        # Headers API Gateway adds in front of every integration.
+        forwarded_for = headers.get("x-forwarded-for")
+        client_ip = self.client_address[0]
+        headers["x-forwarded-for"] = f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip
+        headers["x-forwarded-proto"] = "http"
+        headers["x-forwarded-port"] = str(self.server.server_address[1])
+        headers.setdefault("x-amzn-trace-id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}")
         query_parameters: dict[str, str] = {}
         for key, value in parse_qsl(query, keep_blank_values=True):
             query_parameters[key] = f"{query_parameters[key]},{value}" if key in query_parameters else value

@@ -300,6 +300,8 @@ def test_the_v2_event_is_built_as_api_gateway_builds_it(echo_stack: LocalStack) 
     assert event["cookies"] == ["session=abc", "theme=dark"]
     assert "cookie" not in event["headers"]
     assert event["headers"]["x-thing"] == "1"
+    assert event["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert event["headers"]["x-amzn-trace-id"].startswith("Root=1-")
     assert event["body"] == '{"hello": "world"}'
     assert event["isBase64Encoded"] is False
     context = event["requestContext"]
