@@ -62,6 +62,7 @@ LONG_POLL_SECONDS = 1  # the longest a poller waits before it notices stop()
 ASYNC_RETRY_DELAYS = (1.0, 2.0)  # Lambda retries an async invoke twice (after 1 and 2 min); seconds here
 DELIVERY_WORKERS = 4
 STOP_DEADLINE_SECONDS = 5.0
+MAX_RECORDED_EVENTS = 10_000  # a stack left running for days must not grow without bound
 
 _RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -326,6 +327,8 @@ class Dispatcher:
         with self._events_lock:
             self._sequence += 1
             self._events.append((ingested, self._sequence, event))
+            if len(self._events) > MAX_RECORDED_EVENTS:
+                del self._events[: len(self._events) - MAX_RECORDED_EVENTS]
 
     def _on_rule_event(self, rule: Rule, targets: tuple[Target, ...], body: str) -> None:
         _, event = _envelope(body)
@@ -418,15 +421,20 @@ class Dispatcher:
 
     def _poll_mapping(self, mapping: EventSourceMapping) -> None:
         queue_spec = self._model.queues[mapping.queue]
+        batch_size = max(1, mapping.batch_size)
         while not self._stop.is_set():
             try:
-                messages = self._sqs.receive_message(
-                    QueueUrl=queue_spec.url,
-                    MaxNumberOfMessages=max(1, min(mapping.batch_size, 10)),
-                    WaitTimeSeconds=LONG_POLL_SECONDS,
-                    AttributeNames=["All"],
-                    MessageAttributeNames=["All"],
-                ).get("Messages", [])
+                messages = self._receive(queue_spec.url, batch_size)
+                # As Lambda does: with a batching window, keep gathering until the batch is full or
+                # the window has passed (SQS hands out at most 10 messages per receive).
+                window_end = time.monotonic() + mapping.maximum_batching_window_seconds
+                while (
+                    messages
+                    and len(messages) < batch_size
+                    and time.monotonic() < window_end
+                    and not self._stop.is_set()
+                ):
+                    messages += self._receive(queue_spec.url, batch_size - len(messages))
             except Exception:
                 if self._stop.is_set():
                     return
@@ -435,6 +443,15 @@ class Dispatcher:
                 continue
             if messages:
                 self._process_batch(mapping, queue_spec.url, queue_spec.arn, messages)
+
+    def _receive(self, url: str, count: int) -> list[MessageTypeDef]:
+        return self._sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=min(count, 10),
+            WaitTimeSeconds=LONG_POLL_SECONDS,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
 
     def _process_batch(
         self, mapping: EventSourceMapping, url: str, arn: str, messages: list[MessageTypeDef]
@@ -465,10 +482,11 @@ class Dispatcher:
                     len(failed),
                     len(messages),
                 )
-        if done:
+        for start in range(0, len(done), 10):  # DeleteMessageBatch takes at most 10 entries
+            chunk = done[start : start + 10]
             self._sqs.delete_message_batch(
                 QueueUrl=url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )
 
     # ------------------------------------------------------------------ schedules

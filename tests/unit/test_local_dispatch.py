@@ -157,6 +157,17 @@ def make_queue(endpoint: str, name: str, **attributes: str) -> Queue:
     return Queue(logical_id=name, name=name, url=url, arn=arn, attributes=attributes)
 
 
+def queue_is_empty(endpoint: str, queue: Queue) -> bool:
+    """No message waiting and none in flight: everything delivered was deleted."""
+    attributes = client("sqs", endpoint).get_queue_attributes(
+        QueueUrl=queue.url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return bool(
+        attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+    )
+
+
 def queue_bodies(endpoint: str, queue: Queue) -> list[str]:
     messages = client("sqs", endpoint).receive_message(
         QueueUrl=queue.url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=0
@@ -410,7 +421,7 @@ def test_partial_batch_failure_deletes_the_successes_and_the_failure_comes_back_
     assert record["messageAttributes"]["kind"]["dataType"] == "String"
     assert record["md5OfBody"]
     assert record["receiptHandle"]
-    assert queue_bodies(endpoint, work) == []
+    assert queue_is_empty(endpoint, work)
 
 
 def test_a_function_error_leaves_the_whole_batch_for_redelivery(
@@ -438,19 +449,25 @@ def test_a_function_error_leaves_the_whole_batch_for_redelivery(
     assert [r["body"] for r in records] == ["once", "once"]
     assert records[0]["messageId"] == records[1]["messageId"]
     assert [r["attributes"]["ApproximateReceiveCount"] for r in records] == ["1", "2"]
-    attributes = client("sqs", endpoint).get_queue_attributes(QueueUrl=work.url, AttributeNames=["All"])[
-        "Attributes"
-    ]
-    eventually(
-        lambda: (
-            client("sqs", endpoint).get_queue_attributes(
-                QueueUrl=work.url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
-            )["Attributes"]["ApproximateNumberOfMessagesNotVisible"]
-            == "0"
-        ),
-        "the delivered message deleted",
+    eventually(lambda: queue_is_empty(endpoint, work), "the delivered message deleted")
+
+
+def test_a_batching_window_gathers_a_batch_larger_than_one_receive(
+    endpoint: str, invoker: FakeInvoker, run: Callable[[StackModel], Dispatcher]
+) -> None:
+    work = make_queue(endpoint, "tagih-unit-bulk")
+    sqs = client("sqs", endpoint)
+    for n in range(15):
+        sqs.send_message(QueueUrl=work.url, MessageBody=f"m{n}")
+    mapping = EventSourceMapping(
+        function="Bulk", queue=work.logical_id, batch_size=15, maximum_batching_window_seconds=5
     )
-    assert attributes["ApproximateNumberOfMessages"] == "0"
+    run(StackModel(parameters={}, queues={work.logical_id: work}, event_source_mappings=[mapping]))
+
+    batches = eventually(lambda: invoker.events_of("Bulk"), "a batch delivered")
+
+    assert sorted(r["body"] for r in batches[0]["Records"]) == sorted(f"m{n}" for n in range(15))
+    eventually(lambda: queue_is_empty(endpoint, work), "the batch deleted")
 
 
 def test_batch_item_failures_validation() -> None:
