@@ -29,6 +29,13 @@ class Settings(BaseModel):
     operator_scope: str = "billing:operator"
     stripe_secret_name: str = ""
     midtrans_secret_name: str = ""
+    # Gateways. Base URLs are overridden only by the local stack (localstripe, the Midtrans fake).
+    stripe_api_base: str = ""
+    midtrans_api_base: str = "https://api.sandbox.midtrans.com"
+    midtrans_snap_base: str = "https://app.sandbox.midtrans.com/snap"
+    gateway_timeout_seconds: float = Field(default=8.0, gt=0, le=20)
+    secrets_max_age_seconds: int = Field(default=300, ge=0)
+    public_base_url: str = ""  # where /webhooks/* and hosted pages are reached (notification URLs)
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
@@ -49,6 +56,12 @@ _ENV_NAMES = {
     "operator_scope": "OPERATOR_SCOPE",
     "stripe_secret_name": "STRIPE_SECRET_NAME",
     "midtrans_secret_name": "MIDTRANS_SECRET_NAME",
+    "stripe_api_base": "STRIPE_API_BASE",
+    "midtrans_api_base": "MIDTRANS_API_BASE",
+    "midtrans_snap_base": "MIDTRANS_SNAP_BASE",
+    "gateway_timeout_seconds": "GATEWAY_TIMEOUT_SECONDS",
+    "secrets_max_age_seconds": "SECRETS_MAX_AGE_SECONDS",
+    "public_base_url": "PUBLIC_BASE_URL",
     "idempotency_ttl_seconds": "IDEMPOTENCY_TTL_SECONDS",
     "max_body_bytes": "MAX_BODY_BYTES",
 }

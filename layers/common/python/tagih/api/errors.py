@@ -19,6 +19,9 @@ ERROR_TABLE: tuple[tuple[type[e.BillingError], int, str | None], ...] = (
     (e.Forbidden, 403, "forbidden"),
     (e.MalformedJson, 400, "malformed_json"),
     (e.PayloadTooLarge, 413, "payload_too_large"),
+    (e.InvalidSignature, 401, "invalid_signature"),
+    (e.PaymentDeclined, 402, "payment_failed"),
+    (e.GatewayUnavailable, 503, "gateway_unavailable"),
     (e.NotFound, 404, None),  # code from the class: plan_not_found, api_key_not_found, …
     (e.Conflict, 409, None),
     (e.InvalidRequest, 422, None),

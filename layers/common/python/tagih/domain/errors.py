@@ -55,6 +55,21 @@ class ApiKeyNotFound(NotFound):
     default_message = "No such API key."
 
 
+class BillingAccountNotFound(NotFound):
+    code = "billing_account_not_found"
+    default_message = "No such billing account."
+
+
+class PaymentMethodNotFound(NotFound):
+    code = "payment_method_not_found"
+    default_message = "No such payment method."
+
+
+class PaymentNotFound(NotFound):
+    code = "payment_not_found"
+    default_message = "No such payment."
+
+
 # Conflicts
 class Conflict(BillingError):
     code = "conflict"
@@ -69,6 +84,41 @@ class VersionConflict(Conflict):
 class RequestInProgress(Conflict):
     code = "request_in_progress"
     default_message = "A request with this Idempotency-Key is still being processed."
+
+
+class PaymentMethodInUse(Conflict):
+    code = "payment_method_in_use"
+    default_message = "This is the only payment method behind a paid subscription; add another first."
+
+
+# Payments
+class PaymentDeclined(BillingError):
+    """The gateway refused the payment; ``reason`` is the gateway's words (402 payment_failed)."""
+
+    default_message = "The payment was declined."
+
+    def __init__(self, reason: str, *, gateway: str, decline_code: str | None = None) -> None:
+        self.reason = reason
+        self.gateway = gateway
+        self.decline_code = decline_code
+        details = [{"field": "payment", "reason": reason, "gateway": gateway, "decline_code": decline_code}]
+        super().__init__(f"The payment was declined: {reason}", details)
+
+
+class GatewayUnavailable(BillingError):
+    """A transient gateway fault (timeout, 5xx, connection): nothing was recorded; retry later (503)."""
+
+    default_message = "The payment gateway is unavailable; try again shortly."
+
+    def __init__(self, message: str | None = None, *, gateway: str) -> None:
+        self.gateway = gateway
+        super().__init__(message)
+
+
+class InvalidSignature(BillingError):
+    """A gateway notification whose signature does not verify (401); nothing changes."""
+
+    default_message = "The notification signature is not valid."
 
 
 # Input
