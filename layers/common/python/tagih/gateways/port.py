@@ -160,7 +160,8 @@ class PaymentGateway(Protocol):
         """Charge once per ``request.reference``, however often it is called."""
         ...
 
-    def fetch_status(self, reference: str) -> PaymentStatus:
+    def fetch_status(self, reference: str, gateway_charge_id: str | None = None) -> PaymentStatus:
+        """The gateway's status of a charge: Midtrans by order_id, Stripe by PaymentIntent id."""
         ...
 
     def verify_notification(self, headers: dict[str, str], raw_body: bytes) -> GatewayNotification:
