@@ -25,7 +25,7 @@ OWNERS = RoutePolicy(role="owner")
 app = create_resolver(
     "api_keys",
     policies={
-        "POST /billing/api-keys": OWNERS,
+        "POST /billing/api-keys": RoutePolicy(role="owner", secret_fields=("key",)),
         "GET /billing/api-keys": OWNERS,
         "DELETE /billing/api-keys/{key_id}": OWNERS,
     },
@@ -61,7 +61,10 @@ class ApiKeyView(BaseModel):
 
 
 class CreatedApiKey(ApiKeyView):
-    key: str = Field(description="The full key. Shown only in this response; Tagih keeps only its hash.")
+    key: str | None = Field(
+        description="The full key, shown only in this response (Tagih keeps only its hash); "
+        "`null` when the response is an Idempotency-Key replay."
+    )
 
 
 class RevokedApiKey(BaseModel):

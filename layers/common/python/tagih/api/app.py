@@ -36,11 +36,17 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class RoutePolicy:
-    """Who may call a route: a minimum role, or an operator scope. Keyed by the HTTP API routeKey."""
+    """Who may call a route: a minimum role, or an operator scope. Keyed by the HTTP API routeKey.
 
-    def __init__(self, role: Role | None = None, scope: str | None = None) -> None:
+    ``secret_fields`` name top-level response fields shown once (never kept for idempotent replay).
+    """
+
+    def __init__(
+        self, role: Role | None = None, scope: str | None = None, secret_fields: tuple[str, ...] = ()
+    ) -> None:
         self.role = role
         self.scope = scope
+        self.secret_fields = secret_fields
 
     def check(self, auth: AuthContext) -> None:
         if self.scope:
@@ -111,6 +117,7 @@ class TagihResolver(APIGatewayHttpResolver):
                 ],
             )
             return self._build_response_dict(result)
+        policy = self.policies.get(str(event.get("routeKey", "")))
         try:
             return run_idempotent(
                 key=key,
@@ -119,6 +126,7 @@ class TagihResolver(APIGatewayHttpResolver):
                 event=event,
                 context=context,
                 call=dispatch,
+                secret_fields=policy.secret_fields if policy else (),
             )
         except BillingError as error:
             status, code = status_and_code(error)

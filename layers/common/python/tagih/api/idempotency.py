@@ -4,7 +4,9 @@ The record key is ``IDEMPOTENCY#<org>`` / ``<function>#<hash of key>``, so keys 
 organization. The stored payload is the whole proxy result, replayed with
 ``Idempotent-Replayed: true``. The method, path and body are the payload that must match.
 Responses that say the request itself was unusable (400, 413, 422 validation) and server errors
-are not kept, so the client may retry the same key with a corrected request.
+are not kept, so the client may retry the same key with a corrected request. A route's secret
+fields (an API key shown once) are nulled in the stored record: the first response has them, a
+replay says ``null`` instead of keeping a usable secret in the table for 24 h.
 """
 
 from __future__ import annotations
@@ -61,6 +63,18 @@ def _mark_replayed(response: Any, idempotent_data: DataRecord) -> Any:
     return {**response, "headers": headers}
 
 
+def _without_secrets(result: dict[str, Any], secret_fields: tuple[str, ...]) -> dict[str, Any]:
+    if not secret_fields:
+        return result
+    try:
+        body = json.loads(result.get("body") or "")
+    except ValueError:
+        return result
+    if not isinstance(body, dict):
+        return result
+    return {**result, "body": json.dumps({k: None if k in secret_fields else v for k, v in body.items()})}
+
+
 def request_fingerprint(event: Mapping[str, Any]) -> dict[str, str]:
     http = (event.get("requestContext") or {}).get("http") or {}
     body = event.get("body") or ""
@@ -79,6 +93,7 @@ def run_idempotent(
     event: Mapping[str, Any],
     context: LambdaContext | None,
     call: Callable[[], dict[str, Any]],
+    secret_fields: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run ``call`` at most once per (organization, function, key); replay its kept result."""
     settings = get_settings()
@@ -100,11 +115,14 @@ def run_idempotent(
     if context is not None:
         config.register_lambda_context(context)
 
+    first: list[dict[str, Any]] = []  # the unredacted result, when this call ran the route
+
     def execute(request: dict[str, Any]) -> dict[str, Any]:
         result = call()
         if not _keep(result):
             raise _NotKept(result)
-        return result
+        first.append(result)
+        return _without_secrets(result, secret_fields)
 
     once = idempotent_function(
         execute,
@@ -114,7 +132,8 @@ def run_idempotent(
         key_prefix=function_name,
     )
     try:
-        return cast(dict[str, Any], once(request={"key": key, "request": request_fingerprint(event)}))
+        stored = cast(dict[str, Any], once(request={"key": key, "request": request_fingerprint(event)}))
+        return first[0] if first else stored
     except _NotKept as not_kept:
         return not_kept.result
     except IdempotencyValidationError as exc:
