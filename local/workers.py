@@ -226,6 +226,8 @@ class Invoker:
                 "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
                 "POWERTOOLS_TRACE_DISABLED": "1",
                 "PYTHONUNBUFFERED": "1",
+                # Lambda does not print this per invocation either; it would drown the stack's log.
+                "PYTHONWARNINGS": "ignore:No application metrics to publish:UserWarning",
                 "TAGIH_WORKER_CODE_DIR": str(spec.code_dir),
                 "TAGIH_WORKER_LAYER_DIRS": json.dumps([str(d) for d in spec.layer_dirs]),
                 "TAGIH_WORKER_REPO_ROOT": str(REPO_ROOT),
