@@ -91,6 +91,13 @@ class PaymentMethodInUse(Conflict):
     default_message = "This is the only payment method behind a paid subscription; add another first."
 
 
+class BillingAccountInUse(Conflict):
+    code = "billing_account_in_use"
+    default_message = (
+        "This is the default billing account of a paid subscription; cancel the subscription first."
+    )
+
+
 # Payments
 class PaymentDeclined(BillingError):
     """The gateway refused the payment; ``reason`` is the gateway's words (402 payment_failed)."""
@@ -126,6 +133,24 @@ class InvalidRequest(BillingError):
     """A well-formed request the domain refuses (422 with its own code)."""
 
     code = "invalid_request"
+
+
+class InvalidField(InvalidRequest):
+    """A field the domain refuses in context (e.g. a bank for a Stripe method): the same 422
+    ``validation_error`` as a schema error, naming the field."""
+
+    code = "validation_error"
+
+    def __init__(self, field: str, message: str, kind: str = "value_error") -> None:
+        super().__init__("The request is invalid.", [{"field": field, "message": message, "type": kind}])
+
+
+class BillingAccountRequired(InvalidRequest):
+    code = "billing_account_required"
+    default_message = (
+        "A Stripe payment method belongs to a billing account's Stripe customer; "
+        "create a billing account first (POST /billing/accounts)."
+    )
 
 
 class IdempotencyKeyReused(InvalidRequest):
