@@ -99,6 +99,7 @@ class PaymentInstructions:
     deeplink_url: str | None = None
     qr_code_url: str | None = None
     expires_at: str | None = None  # RFC 3339
+    biller_code: str | None = None  # Mandiri bill payment: the company code paid with the bill key (va_number)
 
 
 @dataclass(frozen=True)
