@@ -1,0 +1,240 @@
+"""Payment items: ``ORG#<org>`` / ``PAYMENT#<reference>``, GSI1 ``ORDER#<reference>`` / ``PAYMENT``.
+
+The GSI1 entry lets a gateway notification, which knows only the order id / reference, find the
+payment without knowing its organization; the base item is then read strongly consistent, since
+an index read may lag and every write here carries a ``version`` condition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, cast
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from tagih.clock import parse_rfc3339
+from tagih.domain.payments import Payment, ProcessedEvent, TransitionResult
+from tagih.gateways.port import PaymentInstructions
+from tagih.store.gateway_events import marker_item
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
+PAYMENT_PREFIX = "PAYMENT#"
+INDEX = "GSI1"
+INDEX_SK = "PAYMENT"
+ABSENT = "attribute_not_exists(PK)"
+STILL_PROCESSING = "#version = :version AND #status = :processing"
+AT_VERSION = "#version = :version"
+CONDITION_NAMES = {"#version": "version", "#status": "status"}
+MAX_CLAIM_TRIES = 3
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def payment_key(organization_id: str, reference: str) -> dict[str, str]:
+    return {"PK": f"ORG#{organization_id}", "SK": f"{PAYMENT_PREFIX}{reference}"}
+
+
+def order_index_key(reference: str) -> dict[str, str]:
+    return {"GSI1PK": f"ORDER#{reference}", "GSI1SK": INDEX_SK}
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def payment_item(payment: Payment) -> dict[str, Any]:
+    instructions = (
+        {k: v for k, v in asdict(payment.instructions).items() if v is not None}
+        if payment.instructions
+        else None
+    )
+    fields: dict[str, Any] = {
+        "organization_id": payment.organization_id,
+        "reference": payment.reference,
+        "purpose": payment.purpose,
+        "subject_id": payment.subject_id,
+        "attempt": payment.attempt,
+        "gateway": payment.gateway,
+        "payment_method_id": payment.payment_method_id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "status": payment.status,
+        "version": payment.version,
+        "gateway_charge_id": payment.gateway_charge_id,
+        "decline_reason": payment.decline_reason,
+        "payment_url": payment.payment_url,
+        "instructions": instructions,
+        "reusable_method_id": payment.reusable_method_id,
+        "created_at": _timestamp(payment.created_at),
+        "updated_at": _timestamp(payment.updated_at),
+    }
+    return {
+        **payment_key(payment.organization_id, payment.reference),
+        **order_index_key(payment.reference),
+        "entity": "payment",
+        **{name: value for name, value in fields.items() if value is not None},
+    }
+
+
+def payment_from_item(item: dict[str, Any]) -> Payment:
+    instructions = item.get("instructions")
+    return Payment(
+        organization_id=item["organization_id"],
+        reference=item["reference"],
+        purpose=item["purpose"],
+        subject_id=item["subject_id"],
+        attempt=int(item["attempt"]),
+        gateway=item["gateway"],
+        payment_method_id=item.get("payment_method_id"),
+        amount=int(item["amount"]),
+        currency=item["currency"],
+        status=item["status"],
+        version=int(item["version"]),
+        gateway_charge_id=item.get("gateway_charge_id"),
+        decline_reason=item.get("decline_reason"),
+        payment_url=item.get("payment_url"),
+        instructions=PaymentInstructions(**instructions) if instructions else None,
+        reusable_method_id=item.get("reusable_method_id"),
+        created_at=parse_rfc3339(item["created_at"]),
+        updated_at=parse_rfc3339(item["updated_at"]),
+    )
+
+
+def _typed(values: dict[str, Any]) -> dict[str, AttributeValueTypeDef]:
+    return {name: _serializer.serialize(value) for name, value in values.items()}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    values = {name: _deserializer.deserialize(value) for name, value in item.items()}
+    return {k: int(v) if isinstance(v, Decimal) else v for k, v in values.items()}
+
+
+def _condition_failed(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def _cancellation_codes(error: ClientError) -> list[str] | None:
+    if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return None
+    reasons = cast(list[dict[str, Any]], error.response.get("CancellationReasons") or [])
+    return [str(reason.get("Code", "None")) for reason in reasons]
+
+
+class PaymentItems:
+    """Implements ``domain.payments.PaymentStore`` on the single table."""
+
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    def claim(self, payment: Payment) -> Payment | None:
+        for _ in range(MAX_CLAIM_TRIES):
+            try:
+                self._client.put_item(
+                    TableName=self._table, Item=_typed(payment_item(payment)), ConditionExpression=ABSENT
+                )
+                return None
+            except ClientError as error:
+                if not _condition_failed(error):
+                    raise
+            existing = self.get(payment.organization_id, payment.reference)
+            if existing is not None:
+                return existing
+            # Released by a transient failure between our put and our read: claim again.
+        raise RuntimeError(f"could not claim charge attempt {payment.reference!r}")
+
+    def get(self, organization_id: str, reference: str) -> Payment | None:
+        item = self._client.get_item(
+            TableName=self._table, Key=_typed(payment_key(organization_id, reference)), ConsistentRead=True
+        ).get("Item")
+        return payment_from_item(_plain(cast(dict[str, Any], item))) if item else None
+
+    def find_by_reference(self, reference: str) -> Payment | None:
+        page = self._client.query(
+            TableName=self._table,
+            IndexName=INDEX,
+            KeyConditionExpression="GSI1PK = :pk AND GSI1SK = :sk",
+            ExpressionAttributeValues=_typed({":pk": f"ORDER#{reference}", ":sk": INDEX_SK}),
+            ProjectionExpression="organization_id",
+            Limit=2,
+        )
+        items = page.get("Items", [])
+        if not items:
+            return None
+        organization_id = str(_plain(cast(dict[str, Any], items[0]))["organization_id"])
+        return self.get(organization_id, reference)
+
+    def save_outcome(self, payment: Payment, expected_version: int) -> bool:
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=_typed(payment_item(payment)),
+                ConditionExpression=STILL_PROCESSING,
+                ExpressionAttributeNames=CONDITION_NAMES,
+                ExpressionAttributeValues=_typed({":version": expected_version, ":processing": "processing"}),
+            )
+            return True
+        except ClientError as error:
+            if _condition_failed(error):
+                return False
+            raise
+
+    def release_claim(self, organization_id: str, reference: str, expected_version: int) -> None:
+        try:
+            self._client.delete_item(
+                TableName=self._table,
+                Key=_typed(payment_key(organization_id, reference)),
+                ConditionExpression=STILL_PROCESSING,
+                ExpressionAttributeNames=CONDITION_NAMES,
+                ExpressionAttributeValues=_typed({":version": expected_version, ":processing": "processing"}),
+            )
+        except ClientError as error:
+            if not _condition_failed(error):  # moved on meanwhile: nothing of ours to release
+                raise
+
+    def transition(self, payment: Payment, expected_version: int, event: ProcessedEvent) -> TransitionResult:
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _typed(payment_item(payment)),
+                            "ConditionExpression": AT_VERSION,
+                            "ExpressionAttributeNames": {"#version": "version"},
+                            "ExpressionAttributeValues": _typed({":version": expected_version}),
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _typed(marker_item(event)),
+                            "ConditionExpression": ABSENT,
+                        }
+                    },
+                ]
+            )
+            return "written"
+        except ClientError as error:
+            codes = _cancellation_codes(error)
+            if codes is None:
+                raise
+            if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+                return "duplicate_event"
+            if codes and codes[0] in ("ConditionalCheckFailed", "TransactionConflict"):
+                return "version_conflict"  # the caller re-reads and decides again
+            raise
+
+
+def default_payment_items() -> PaymentItems:
+    from tagih.config import get_settings
+    from tagih.store.table import dynamodb_client
+
+    return PaymentItems(dynamodb_client(), get_settings().table_name)
