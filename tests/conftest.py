@@ -52,11 +52,15 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def aws(aws_env: None) -> Iterator[None]:
     """moto for every AWS call, with the billing table and bus created from template.yaml."""
+    from tagih.gateways.secrets import reset_secrets  # cached gateway keys must not outlive their moto
+
+    reset_secrets()
     with mock_aws():
         boto3.client("dynamodb").create_table(**table_definition())
         boto3.client("events").create_event_bus(Name=BUS_NAME)
         yield
     reset_clients()
+    reset_secrets()
 
 
 @pytest.fixture
