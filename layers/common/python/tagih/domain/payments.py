@@ -295,6 +295,45 @@ def _answer(payment: Payment) -> Payment:
 
 
 # -- notifications -----------------------------------------------------------------------------------
+def receive_notification(
+    gateway: PaymentGateway,
+    payments: PaymentStore,
+    gateway_events: GatewayEventStore,
+    headers: dict[str, str],
+    raw_body: bytes,
+    *,
+    listener: PaymentListener = NO_LISTENER,
+    now: Callable[[], datetime] = clock.now,
+) -> NotificationOutcome:
+    """A gateway's notification, from its raw body to the payment change it stands for.
+
+    ``InvalidSignature`` when the signature does not hold (nothing is read or written);
+    ``GatewayUnavailable`` when the gateway's status API cannot be asked (the gateway retries).
+    """
+    notification = gateway.verify_notification(headers, raw_body)
+    if notification.reference is None or not _is_payment_event(notification):
+        return NotificationOutcome("ignored", reason=f"not a payment event ({notification.event_type})")
+    if gateway_events.is_processed(notification.gateway, notification.event_id):
+        return _duplicate(
+            payments.find_by_reference(notification.reference), listener, "event already processed"
+        )
+    payment = payments.find_by_reference(notification.reference)
+    if payment is None:
+        # Not a charge Tagih recorded: a card verification, another system on the same merchant
+        # account, a dashboard test. Acknowledged, so the gateway stops retrying; logged by the caller.
+        return NotificationOutcome("ignored", reason="unknown reference")
+    charge_id = payment.gateway_charge_id or notification.raw_fields.get("payment_intent")
+    # The notification's own claims are not trusted beyond its signature: ask the gateway.
+    status = gateway.fetch_status(notification.reference, charge_id)
+    return record_verified_payment(payments, gateway_events, notification, status, listener=listener, now=now)
+
+
+def _is_payment_event(notification: GatewayNotification) -> bool:
+    if notification.gateway == "stripe":
+        return notification.event_type.startswith("payment_intent.")
+    return True
+
+
 def record_verified_payment(
     payments: PaymentStore,
     gateway_events: GatewayEventStore,
@@ -315,7 +354,7 @@ def record_verified_payment(
         return _duplicate(payment, listener, "event already processed")
 
     for _ in range(MAX_TRANSITION_TRIES):
-        payment = payments.find_by_reference(status.reference)
+        payment = payments.find_by_reference(notification.reference or status.reference)
         if payment is None:
             return NotificationOutcome("ignored", reason="unknown reference")
         decision = _decide(payment, status, now())
@@ -342,8 +381,8 @@ def record_verified_payment(
 
 def _decide(payment: Payment, status: PaymentStatus, moment: datetime) -> Payment | NotificationOutcome:
     """The payment as it should become, or why it stays as it is."""
-    if status.gateway != payment.gateway:
-        return NotificationOutcome("ignored", payment=payment, reason="another gateway's reference")
+    if (status.gateway, status.reference) != (payment.gateway, payment.reference):
+        return NotificationOutcome("ignored", payment=payment, reason="the status is of another charge")
     if status.state == "succeeded":
         return _decide_success(payment, status, moment)
     if status.state == "failed":
