@@ -64,7 +64,8 @@ class AttachedMethod:
     """What Tagih stores of a payment method: the gateway's reusable reference and display data."""
 
     gateway: GatewayName
-    gateway_payment_method_id: str  # Stripe ``pm_…``; Midtrans ``saved_token_id``, ``va:bca``, ``ewallet:gopay``
+    # Stripe ``pm_…``; Midtrans ``saved_token_id``, ``va:bca``, ``ewallet:gopay``
+    gateway_payment_method_id: str
     type: MethodType
     brand: str | None = None
     last4: str | None = None
@@ -99,7 +100,8 @@ class PaymentInstructions:
     deeplink_url: str | None = None
     qr_code_url: str | None = None
     expires_at: str | None = None  # RFC 3339
-    biller_code: str | None = None  # Mandiri bill payment: the company code paid with the bill key (va_number)
+    # Mandiri bill payment: the company code paid with the bill key (va_number)
+    biller_code: str | None = None
 
 
 @dataclass(frozen=True)
