@@ -81,6 +81,31 @@ class LambdaInvokeMiddleware:
         return respond("200 OK", json.dumps(result).encode(), version)
 
 
+_DYNAMODB_LOCK = threading.RLock()
+
+
+def make_dynamodb_calls_atomic() -> None:
+    """Each DynamoDB API call runs alone in moto, as each is atomic in DynamoDB.
+
+    moto's backend holds no lock: two threads' TransactWriteItems can interleave their condition
+    checks and writes, which DynamoDB's serializable transactions never do, so a version race that
+    must end in one winner could end in none. Serialising whole calls restores DynamoDB's guarantee
+    (and nothing stronger: two calls of one request still interleave with other requests).
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.call_action, "_tagih_atomic", False):
+        return
+    unlocked = DynamoHandler.call_action
+
+    def call_action(self: Any) -> Any:
+        with _DYNAMODB_LOCK:
+            return unlocked(self)
+
+    call_action._tagih_atomic = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
 class MotoServer:
     """moto's server app on 127.0.0.1 and a free port, served by a thread of this process."""
 
@@ -89,6 +114,7 @@ class MotoServer:
         from moto.core.config import default_user_config
 
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
+        make_dynamodb_calls_atomic()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.middleware: LambdaInvokeMiddleware | None = None

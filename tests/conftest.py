@@ -9,6 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from local.aws import make_dynamodb_calls_atomic
 from local.cfn_yaml import load_template
 from tagih.store.table import reset_clients
 from tests.fakes.lambda_runtime import ROOT, FakeLambdaContext
@@ -52,15 +53,23 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def aws(aws_env: None) -> Iterator[None]:
     """moto for every AWS call, with the billing table and bus created from template.yaml."""
-    from tagih.gateways.secrets import reset_secrets  # cached gateway keys must not outlive their moto
+    # Cached gateway keys and clients must not outlive their moto.
+    from tagih.events.publisher import reset_publisher
+    from tagih.gateways.registry import reset_default_gateways
+    from tagih.gateways.secrets import reset_secrets
 
     reset_secrets()
+    reset_publisher()
+    reset_default_gateways()
+    make_dynamodb_calls_atomic()
     with mock_aws():
         boto3.client("dynamodb").create_table(**table_definition())
         boto3.client("events").create_event_bus(Name=BUS_NAME)
         yield
     reset_clients()
     reset_secrets()
+    reset_publisher()
+    reset_default_gateways()
 
 
 @pytest.fixture
