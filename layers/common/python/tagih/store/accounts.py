@@ -27,6 +27,7 @@ from tagih.domain.errors import BillingAccountInUse, BillingAccountNotFound, Ver
 from tagih.gateways.port import GatewayName
 from tagih.store.items import from_item, to_item
 from tagih.store.table import table
+from tagih.store.transactions import transact
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -77,15 +78,6 @@ def not_paid_subscription_check(organization_id: str, table_name: str) -> dict[s
             "ExpressionAttributeValues": {**statuses, ":free": FREE_PLAN},
         }
     }
-
-
-def failed_conditions(error: ClientError) -> list[int] | None:
-    """Indexes of the transaction items whose condition failed; None if not a condition failure."""
-    if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-        return None
-    reasons = cast(list[dict[str, Any]], error.response.get("CancellationReasons") or [])
-    failed = [i for i, reason in enumerate(reasons) if reason.get("Code") == "ConditionalCheckFailed"]
-    return failed or None
 
 
 def _is_condition_failure(error: ClientError) -> bool:
@@ -152,16 +144,9 @@ class AccountItems:
     def _transact(
         self, items: list[dict[str, Any]], on_condition: dict[int, Exception] | None = None
     ) -> None:
-        try:
-            self._client.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
-        except ClientError as error:
-            failed = failed_conditions(error)
-            if failed is None:
-                raise
-            for index in failed:
-                if on_condition and index in on_condition:
-                    raise on_condition[index] from error
-            raise VersionConflict("The organization's billing accounts changed meanwhile; retry.") from error
+        transact(
+            self._client, items, "The organization's billing accounts changed meanwhile; retry.", on_condition
+        )
 
     def insert(self, account: BillingAccount, pointer: DefaultAccountPointer | None) -> None:
         org = account.organization_id
