@@ -100,3 +100,51 @@ def principal(
 ) -> dict[str, Any]:
     """The authorizer context of an authenticated caller."""
     return {"organization_id": org, "role": role, "subject": subject, "scopes": scopes, "method": "jwt"}
+
+
+class Answer:
+    """A handler's HTTP API v2 result, read as a client reads the response."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        self.status: int = result["statusCode"]
+        self.headers: dict[str, str] = result.get("headers") or {}
+        self.raw: str = result.get("body") or ""
+        self.body: dict[str, Any] = json.loads(self.raw) if self.raw else {}
+
+    @property
+    def error_code(self) -> str:
+        return str(self.body["error"]["code"])
+
+    @property
+    def fields(self) -> set[str]:
+        return {detail["field"] for detail in self.body["error"]["details"]}
+
+
+def call_route(
+    group: str,
+    method: str,
+    path: str,
+    route: str,
+    *,
+    body: Any = None,
+    org: str = "org_1",
+    role: str = "owner",
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """Call ``functions/<group>`` as API Gateway would after the authorizer accepted ``org``/``role``.
+    ``route`` is the template's path (``/billing/x/{id}``); its parameters are read from ``path``."""
+    parameters = {
+        part[1:-1]: value
+        for part, value in zip(route.split("/"), path.split("/"), strict=True)
+        if part.startswith("{")
+    }
+    event = http_event(
+        method,
+        path,
+        route=route,
+        body=body,
+        headers=headers,
+        path_parameters=parameters or None,
+        authorizer=principal(org, role),
+    )
+    return Answer(load_function(group).lambda_handler(event, FakeLambdaContext()))
