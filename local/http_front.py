@@ -5,7 +5,10 @@ and API Gateway's own answers (404 Not Found, 401 Unauthorized, 403 Forbidden, 5
 Error). Authorizer results are not cached locally (API Gateway caches for ReauthorizeEvery): a
 developer who revokes an API key or changes a role sees the effect on the next request.
 
-Local-only routes live under ``/_local`` and ``/docs``.
+Local-only routes live under ``/_local`` and ``/docs``, among them the gateway fakes' controls:
+``POST /_local/midtrans/settle`` and ``/_local/midtrans/expire`` ``{order_id}`` move a transaction
+of the Midtrans fake, which then POSTs its signed notification to ``/webhooks/midtrans`` here
+before the route answers (with the status that notification got).
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from local import tokens
 from local.model import ACCOUNT_ID, REGION, FunctionError, Route, StackModel
 from local.resources import CfnResponses
 from local.template import API_ID
+
+if TYPE_CHECKING:
+    from local.midtrans_fake import MidtransFake
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OPENAPI_PATH = REPO_ROOT / "docs" / "openapi.json"
@@ -72,6 +78,7 @@ class FrontState:
     ready: bool = False
     aws_endpoint: str | None = None
     stripe_endpoint: str | None = None
+    midtrans: MidtransFake | None = None
 
 
 @dataclass(frozen=True)
@@ -374,6 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
                         "status": "ok",
                         "aws_endpoint": state.aws_endpoint,
                         "stripe_endpoint": state.stripe_endpoint,
+                        "midtrans_endpoint": state.midtrans.url if state.midtrans else None,
                     },
                 )
             return True
@@ -401,6 +409,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(404, {"message": f"no rule {unquote(fire.group(1))!r}"})
                 return True
             self._send(202, {"fired": unquote(fire.group(1))})
+            return True
+        midtrans = re.fullmatch(r"/_local/midtrans/(settle|expire)", path)
+        if midtrans and method == "POST":
+            self._midtrans(midtrans.group(1))
             return True
         cfn = re.fullmatch(r"/_local/cfn-response/([0-9a-f]+)", path)
         if cfn and method == "PUT":
@@ -461,18 +473,68 @@ class _Handler(BaseHTTPRequestHandler):
         token = tokens.mint_token(org_roles=[f"{org_id}:{role}"], subject=str(sub), scopes=scopes)
         self._send(200, {"token": token})
 
-    def _validation(self, details: list[dict[str, str]]) -> None:
+    def _midtrans(self, action: str) -> None:
+        """Settle or expire a Midtrans fake transaction; the fake notifies /webhooks/midtrans first."""
+        state = self.server.state
+        # The notification goes to this front's /webhooks/midtrans, which answers only once ready.
+        if not state.ready or state.midtrans is None:
+            self._send(503, {"message": "the local stack is not ready yet"})
+            return
+        try:
+            body = json.loads(self._body() or b"null")
+        except ValueError:
+            self._validation([{"field": "body", "message": "Not valid JSON.", "type": "json_invalid"}])
+            return
+        if not isinstance(body, dict):
+            self._validation([{"field": "body", "message": "Must be an object.", "type": "object_type"}])
+            return
+        order_id = body.get("order_id")
+        details = [
+            {"field": f"body.{name}", "message": "Unknown field.", "type": "extra_forbidden"}
+            for name in sorted(set(body) - {"order_id"})
+        ]
+        if not isinstance(order_id, str) or not order_id:
+            message = "A non-empty string."
+            details.insert(0, {"field": "body.order_id", "message": message, "type": "string_type"})
+            self._validation(details)
+            return
+        if details:
+            self._validation(details)
+            return
+        fake = state.midtrans
+        try:
+            sent = fake.settle(order_id) if action == "settle" else fake.expire(order_id)
+        except KeyError:
+            self._error(404, "order_not_found", f"The Midtrans fake has no order {order_id!r}.")
+            return
+        delivery = sent["delivery"]
         self._send(
-            422,
+            200,
+            {
+                "order_id": order_id,
+                "transaction_status": sent["notification"]["transaction_status"],
+                "notification": {"status": delivery["status"], "error": delivery["error"]},
+            },
+        )
+
+    def _error(
+        self, status: int, code: str, message: str, details: list[dict[str, str]] | None = None
+    ) -> None:
+        """API.md's error envelope, so local routes fail the way the API does."""
+        self._send(
+            status,
             {
                 "error": {
-                    "code": "validation_error",
-                    "message": "The request is invalid.",
-                    "details": details,
+                    "code": code,
+                    "message": message,
+                    "details": details or [],
                     "request_id": self._request_id,
                 }
             },
         )
+
+    def _validation(self, details: list[dict[str, str]]) -> None:
+        self._error(422, "validation_error", "The request is invalid.", details)
 
 
 def _authorizer_decision(answer: Any, simple: bool) -> tuple[bool | None, dict[str, Any]]:

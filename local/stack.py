@@ -1,8 +1,14 @@
 """Start and stop the whole local stack, in the order its parts depend on each other.
 
-moto → resources → state machines → custom resources (the catalog seed) → dispatcher →
-localstripe → ready. The HTTP front listens from the start (health answers 503) because custom
-resources answer on its ``/_local/cfn-response`` URL and the authorizer fetches its JWKS there.
+HTTP front → localstripe (a child process, booting meanwhile) and the Midtrans fake (in-process) →
+moto → resources → state machines → custom resources (the catalog seed) → dispatcher → localstripe
+listening → ready. The HTTP front listens from the start (health answers 503) because custom
+resources answer on its ``/_local/cfn-response`` URL, the authorizer fetches its JWKS there and the
+gateway fakes send their notifications to its ``/webhooks/*`` routes.
+
+Both gateway fakes use the keys of ``LOCAL_SECRET_VALUES``, the values the functions read from
+moto's Secrets Manager, so signatures and Basic auth agree on both sides. Every function gets the
+fakes' URLs and the front's (``PUBLIC_BASE_URL``) in its environment before any worker starts.
 """
 
 from __future__ import annotations
@@ -11,29 +17,23 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import IO, Any
 
-from local import tokens
+from local import localstripe_app, tokens
 from local.aws import MotoServer
 from local.cfn_yaml import load_template
 from local.http_front import FrontServer, FrontState
+from local.midtrans_fake import MidtransFake
 from local.model import StackModel
-from local.resources import create_resources, run_custom_resources
+from local.resources import LOCAL_SECRET_VALUES, create_resources, run_custom_resources
 from local.template import build_model
 from local.workers import Invoker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCALSTRIPE_DEADLINE_SECONDS = 30.0
-# localstripe's own CLI listens on every interface ("::"); this runs its app on loopback only,
-# and never loads the pickle it leaves in /tmp, so each start is from scratch.
-_LOCALSTRIPE = (
-    "import sys\n"
-    "from aiohttp import web\n"
-    "from localstripe.server import app\n"
-    "web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None)\n"
-)
+STRIPE_WEBHOOK_SECRET = str(LOCAL_SECRET_VALUES["StripeSecret"]["webhook_secret"])
+MIDTRANS_SERVER_KEY = str(LOCAL_SECRET_VALUES["MidtransSecret"]["server_key"])
 
 
 def free_port() -> int:
@@ -62,6 +62,10 @@ def _forward(stream: IO[bytes], prefix: str) -> None:
     stream.close()
 
 
+def _midtrans_log(line: str) -> None:
+    sys.stderr.write(f"[midtrans] {line}\n")
+
+
 class LocalStack:
     def __init__(self, port: int, template_path: Path) -> None:
         self.port = port
@@ -73,6 +77,7 @@ class LocalStack:
         self.dispatcher: Any = None
         self.localstripe: subprocess.Popen[bytes] | None = None
         self.stripe_url: str | None = None
+        self.midtrans: MidtransFake | None = None
         self.aws_endpoint: str | None = None
 
     def start(self) -> None:
@@ -97,26 +102,43 @@ class LocalStack:
                 f"cannot listen on 127.0.0.1:{self.port} ({error}); is a stack already running?"
             ) from error
         self.front.start()
+        front_url = self.front.url
 
         # localstripe boots (a second or two) while moto and the resources are created.
         stripe_port = free_port()
-        self.localstripe = subprocess.Popen(
-            [sys.executable, "-c", _LOCALSTRIPE, str(stripe_port)],
+        self.localstripe = localstripe_app.start(
+            stripe_port,
+            webhook_url=f"{front_url}/webhooks/stripe",
+            webhook_secret=STRIPE_WEBHOOK_SECRET,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
         )
         assert self.localstripe.stdout is not None
         threading.Thread(
             target=_forward, args=(self.localstripe.stdout, "[localstripe] "), daemon=True
         ).start()
-        self.stripe_url = f"http://127.0.0.1:{stripe_port}"
+        stripe_url = self.stripe_url = f"http://127.0.0.1:{stripe_port}"
+
+        # Kept for stop() only once serving: stopping a fake that never served would wait forever.
+        midtrans = MidtransFake(
+            MIDTRANS_SERVER_KEY, notification_url=f"{front_url}/webhooks/midtrans", log=_midtrans_log
+        )
+        self.midtrans = midtrans.start()
+        state.midtrans = midtrans
 
         self.moto = MotoServer()
         endpoint = self.moto.start(model)
         self.aws_endpoint = endpoint
         invoker = Invoker(model, endpoint)
-        invoker.extra_env["STRIPE_API_BASE"] = self.stripe_url
+        # Read when a worker starts, and workers start lazily on the first invoke (the custom
+        # resources below are the first): everything is set here, before any of them.
+        invoker.extra_env.update(
+            {
+                "STRIPE_API_BASE": stripe_url,
+                "MIDTRANS_API_BASE": midtrans.api_base,
+                "MIDTRANS_SNAP_BASE": midtrans.snap_base,
+                "PUBLIC_BASE_URL": front_url,
+            }
+        )
         self.invoker = invoker
         self.moto.set_invoker(invoker)
         state.invoke = invoker.invoke
@@ -137,26 +159,14 @@ class LocalStack:
         self.dispatcher.start()
         state.dispatcher = self.dispatcher
 
-        self._wait_for_localstripe(stripe_port)
+        localstripe_app.wait_until_listening(self.localstripe, stripe_port, LOCALSTRIPE_DEADLINE_SECONDS)
         state.stripe_endpoint = self.stripe_url
         state.ready = True
-
-    def _wait_for_localstripe(self, port: int) -> None:
-        assert self.localstripe is not None
-        deadline = time.monotonic() + LOCALSTRIPE_DEADLINE_SECONDS
-        while time.monotonic() < deadline:
-            if self.localstripe.poll() is not None:
-                raise RuntimeError(f"localstripe exited with {self.localstripe.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)  # polling readiness with a deadline
-        raise RuntimeError(f"localstripe did not listen on {port} within {LOCALSTRIPE_DEADLINE_SECONDS}s")
 
     def banner(self) -> str:
         assert self.front is not None
         url = self.front.url
+        midtrans_url = self.midtrans.url if self.midtrans else None
         return "\n".join(
             [
                 "",
@@ -165,8 +175,9 @@ class LocalStack:
                 f"  API docs      {url}/docs",
                 f"  tokens        POST {url}/_local/token {{org_id, role}}",
                 f"  AWS (moto)    {self.aws_endpoint}",
-                f"  localstripe   {self.stripe_url}",
-                "  Midtrans fake not yet (issue 3)",
+                f"  localstripe   {self.stripe_url}  (webhooks to {url}/webhooks/stripe)",
+                f"  Midtrans fake {midtrans_url}  (notifications to {url}/webhooks/midtrans)",
+                f"  settle/expire POST {url}/_local/midtrans/settle {{order_id}}  (or .../expire)",
                 "  function logs local/.state/logs/<LogicalId>.log",
                 "  Ctrl-C stops everything.",
                 "",
@@ -179,6 +190,7 @@ class LocalStack:
             ("http front", self.front.stop if self.front else None),
             ("dispatcher", self.dispatcher.stop if self.dispatcher else None),
             ("workers", self.invoker.stop if self.invoker else None),
+            ("Midtrans fake", self.midtrans.stop if self.midtrans else None),
             ("localstripe", self._stop_localstripe),
             ("moto", self.moto.stop if self.moto else None),
         ]
@@ -191,12 +203,5 @@ class LocalStack:
                 log(f"stopping {name}: {error!r}")
 
     def _stop_localstripe(self) -> None:
-        process = self.localstripe
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        if self.localstripe is not None:
+            localstripe_app.stop(self.localstripe)
