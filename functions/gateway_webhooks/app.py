@@ -78,8 +78,9 @@ def receive(gateway: GatewayName) -> NotificationReceived:
         metrics.add_metric(name="Notification_invalid_signature", unit=MetricUnit.Count, value=1)
         raise
     payment = outcome.payment
-    logger.info(
-        "gateway notification",
+    log = logger.warning if outcome.needs_review else logger.info
+    log(
+        "gateway notification needs review" if outcome.needs_review else "gateway notification",
         extra={
             "gateway": gateway,
             "result": outcome.kind,
@@ -89,6 +90,8 @@ def receive(gateway: GatewayName) -> NotificationReceived:
         },
     )
     metrics.add_metric(name=f"Notification_{outcome.kind}", unit=MetricUnit.Count, value=1)
+    if outcome.needs_review:  # an alarm on this metric tells a person to reconcile the payment
+        metrics.add_metric(name="Notification_needs_review", unit=MetricUnit.Count, value=1)
     return NotificationReceived(result=outcome.kind)
 
 

@@ -119,7 +119,11 @@ def test_concurrent_duplicates_make_one_state_change() -> None:
 def test_still_pending_at_the_gateway_changes_nothing() -> None:
     store = pending_payment()
     outcome = apply(store, status(REF, "pending", gateway_status="pending"))
-    assert (outcome.kind, outcome.reason) == ("ignored", "gateway status pending")
+    assert (outcome.kind, outcome.reason, outcome.needs_review) == (
+        "ignored",
+        "gateway status pending",
+        False,
+    )
     assert store.payments[REF].status == "pending"
     assert not store.is_processed("midtrans", "tx-1:settlement")  # a redelivery may still settle it
 
@@ -133,10 +137,10 @@ def test_still_pending_at_the_gateway_changes_nothing() -> None:
         (status(REF, fraud_status=None), "fraud_status None"),
     ],
 )
-def test_a_mismatched_or_unaccepted_payment_is_ignored(truth: PaymentStatus, reason: str) -> None:
+def test_a_mismatched_or_unaccepted_payment_is_ignored_for_review(truth: PaymentStatus, reason: str) -> None:
     store, listener = pending_payment(), RecordingListener()
     outcome = apply(store, truth, listener=listener)
-    assert (outcome.kind, outcome.reason) == ("ignored", reason)
+    assert (outcome.kind, outcome.reason, outcome.needs_review) == ("ignored", reason, True)
     assert store.payments[REF].status == "pending"
     assert listener.settled == []
 

@@ -117,6 +117,8 @@ class NotificationOutcome:
     settled: PaymentSettled | None = None
     failed: PaymentFailed | None = None
     reason: str | None = None
+    # Money moved that Tagih will not count (another amount, a fraud hold): a person must look.
+    needs_review: bool = False
 
 
 @dataclass(frozen=True)
@@ -396,9 +398,16 @@ def _decide_success(
     if payment.status == "succeeded":
         return NotificationOutcome("duplicate", payment=payment, reason="already succeeded")
     if (status.amount, status.currency.upper()) != (payment.amount, payment.currency):
-        return NotificationOutcome("ignored", payment=payment, reason="amount or currency mismatch")
+        return NotificationOutcome(
+            "ignored",
+            payment=payment,
+            reason="amount or currency mismatch",
+            needs_review=True,
+        )
     if payment.gateway == "midtrans" and status.fraud_status != FRAUD_ACCEPT:
-        return NotificationOutcome("ignored", payment=payment, reason=f"fraud_status {status.fraud_status}")
+        return NotificationOutcome(
+            "ignored", payment=payment, reason=f"fraud_status {status.fraud_status}", needs_review=True
+        )
     # From processing, pending — or failed: the gateway says the money was taken, and its status
     # API is the truth (a Stripe PaymentIntent whose first try failed may succeed later).
     return replace(
