@@ -12,7 +12,9 @@ real handler must answer, run here on moto:
 
 Optional in any sidecar: ``"items"`` (native JSON items put in the table before the call),
 ``"items_present"`` (keys that must exist in the table after it), ``"seed_catalog": false``
-(start from an empty table instead of the default catalog).
+(start from an empty table instead of the default catalog), ``"secrets"`` (``{"<ENV VAR>": <JSON>}``:
+a Secrets Manager secret on moto holding the JSON, its name in that variable, as the stack's gateway
+secrets are named in ``STRIPE_SECRET_NAME`` / ``MIDTRANS_SECRET_NAME``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import boto3
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the lock
 import pytest
 
+from tagih.store.table import reset_clients
 from tests.conftest import TABLE_NAME
 from tests.fakes.lambda_runtime import ROOT, FakeLambdaContext
 from tools.functions import Function, by_folder, import_handler_module, load_functions
@@ -49,6 +52,7 @@ SIDECAR_KEYS = {
     "items",
     "items_present",
     "seed_catalog",
+    "secrets",
 }
 
 
@@ -140,6 +144,12 @@ def test_payload_gives_what_its_sidecar_expects(
     for name, value in function.environment.items():
         if name not in TEST_OWNED_ENV:
             monkeypatch.setenv(name, value)
+    # The template names secrets by ARNs only AWS knows: each gets a name of its own on moto.
+    for variable, value in expect.get("secrets", {}).items():
+        secret_name = f"tagih-events/{variable.lower()}"
+        boto3.client("secretsmanager").create_secret(Name=secret_name, SecretString=json.dumps(value))
+        monkeypatch.setenv(variable, secret_name)
+    reset_clients()  # settings are read again, from the function's environment
     if "cfn_status" in expect:
         event["ResponseURL"] = cfn_responses.url
 
