@@ -6,6 +6,7 @@ Ctrl-C would) and killed if it does not exit.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import requests
 
@@ -56,6 +58,25 @@ class LocalStack:
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 60)
         return self.session.request(method, f"{self.base_url}{path}", **kwargs)
+
+    def aws_client(self, service: str) -> Any:
+        """A boto3 client of the stack's moto (for what a test inspects, never for what it asserts on)."""
+        return boto3.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.aws_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def gateway_secret(self, suffix: str) -> dict[str, Any]:
+        """A gateway secret (``stripe`` or ``midtrans``) as the functions read it: from the stack's
+        Secrets Manager, so tests use the keys the functions use rather than copies of them."""
+        client = self.aws_client("secretsmanager")
+        names = [s["Name"] for s in client.list_secrets()["SecretList"] if s["Name"].endswith(f"/{suffix}")]
+        assert len(names) == 1, names
+        value: dict[str, Any] = json.loads(client.get_secret_value(SecretId=names[0])["SecretString"])
+        return value
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -9,12 +9,9 @@ Orders are ones Tagih never recorded, which that function acknowledges with 200 
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from typing import Any
 
-import boto3
 import pytest
 import requests
 
@@ -27,25 +24,13 @@ DEADLINE_SECONDS = 30.0
 STRIPE_ADAPTER = ROOT / "layers" / "common" / "python" / "tagih" / "gateways" / "stripe_gateway.py"
 
 
-def _secret(stack: LocalStack, suffix: str) -> dict[str, Any]:
-    """A gateway secret as the functions read it: from the stack's Secrets Manager."""
-    client = boto3.client(
-        "secretsmanager",
-        endpoint_url=stack.aws_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    names = [s["Name"] for s in client.list_secrets()["SecretList"] if s["Name"].endswith(f"/{suffix}")]
-    assert len(names) == 1, names
-    value: dict[str, Any] = json.loads(client.get_secret_value(SecretId=names[0])["SecretString"])
-    return value
-
-
 @pytest.fixture(scope="module")
 def midtrans(local_stack: LocalStack) -> tuple[str, tuple[str, str]]:
     """The Midtrans fake's URL and the Basic auth of the server key the functions use."""
-    return str(local_stack.health["midtrans_endpoint"]), (_secret(local_stack, "midtrans")["server_key"], "")
+    return str(local_stack.health["midtrans_endpoint"]), (
+        local_stack.gateway_secret("midtrans")["server_key"],
+        "",
+    )
 
 
 def _va_order(midtrans: tuple[str, tuple[str, str]], bank: str = "bca") -> str:
@@ -88,7 +73,7 @@ def test_the_midtrans_fake_takes_the_server_key_the_functions_read(
 
 def test_localstripe_takes_the_secret_key_the_functions_read(local_stack: LocalStack) -> None:
     stripe_url = local_stack.health["stripe_endpoint"]
-    secret_key = _secret(local_stack, "stripe")["secret_key"]
+    secret_key = local_stack.gateway_secret("stripe")["secret_key"]
     listed = requests.get(f"{stripe_url}/v1/customers", auth=(secret_key, ""), timeout=10)
     assert listed.status_code == 200, listed.text
     assert listed.json()["object"] == "list"
@@ -169,7 +154,7 @@ def test_localstripe_events_reach_the_webhook_function_signed_with_its_secret(
     logs = local_stack.logs()
     before, refused_before = logs.count(delivered), logs.count(refused)
     stripe_url = local_stack.health["stripe_endpoint"]
-    secret_key = _secret(local_stack, "stripe")["secret_key"]
+    secret_key = local_stack.gateway_secret("stripe")["secret_key"]
     created = requests.post(
         f"{stripe_url}/v1/customers", auth=(secret_key, ""), data={"email": "e2e@example.com"}, timeout=10
     )
