@@ -13,7 +13,9 @@ localstripe (a dev dependency) fakes enough of Stripe for the adapter, but diffe
   only when attached to a customer; here also when a PaymentIntent charges them unattached.
 - Its card errors say ``invalid_request_error`` without ``decline_code`` or ``payment_intent``;
   Stripe says ``card_error``, gives a ``decline_code`` and the PaymentIntent the failed confirm left.
-- PaymentIntents refuse ``description``.
+- PaymentIntents refuse ``description`` and ``automatic_payment_methods`` (which Stripe needs, or a
+  ``return_url``, to confirm a PaymentIntent at creation).
+- An unknown id is a bare 404; Stripe says ``code: resource_missing``.
 - It pickles its whole store to /tmp on every write and its CLI reloads it; here nothing is
   written or loaded (each start is from scratch and parallel instances share no file), and it
   listens on 127.0.0.1 only, where its CLI listens on every interface.
@@ -249,14 +251,23 @@ def _patch_localstripe() -> None:
 
     resources.PaymentMethod._charging_is_declined = charging_is_declined
 
-    # PaymentIntents take a description at Stripe.
+    # PaymentIntents take a description and automatic_payment_methods at Stripe.
     intent_init = resources.PaymentIntent.__init__
 
-    def intent_with_description(self: Any, *args: Any, description: Any = None, **kwargs: Any) -> None:
+    def intent_with_description(
+        self: Any,
+        *args: Any,
+        description: Any = None,
+        automatic_payment_methods: Any = None,
+        **kwargs: Any,
+    ) -> None:
         if description is not None and not isinstance(description, str):
             raise server.UserError(400, "Bad request")
+        automatic = _automatic_payment_methods(automatic_payment_methods)
         intent_init(self, *args, **kwargs)
         self.description = description
+        if automatic is not None:
+            self.automatic_payment_methods = automatic
 
     resources.PaymentIntent.__init__ = intent_with_description
 
@@ -271,6 +282,47 @@ def _patch_localstripe() -> None:
         return data
 
     server.get_post_data = post_data_without_stripe_js_fields
+
+
+def _automatic_payment_methods(value: Any) -> dict[str, Any] | None:
+    """Stripe's ``automatic_payment_methods`` (``enabled``, ``allow_redirects``), validated as Stripe does.
+
+    A saved card is charged the same with it; Stripe needs it (or a ``return_url``) to confirm at once.
+    """
+    from localstripe import server
+    from localstripe.resources import try_convert_to_bool
+
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not set(value) <= {"enabled", "allow_redirects"}:
+        raise server.UserError(400, "Bad request")
+    enabled = try_convert_to_bool(value.get("enabled"))
+    redirects = value.get("allow_redirects", "always")
+    if not isinstance(enabled, bool) or redirects not in ("always", "never"):
+        raise server.UserError(400, "Bad request", {"param": "automatic_payment_methods"})
+    return {"enabled": enabled, "allow_redirects": redirects}
+
+
+def _resource_missing_middleware() -> Any:
+    """localstripe answers an unknown id with a bare 404; Stripe adds ``code: resource_missing``."""
+    from aiohttp import web
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        if response.status != 404 or not isinstance(response, web.Response) or not response.body:
+            return response
+        try:
+            payload = json.loads(bytes(response.body))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return response
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if not isinstance(error, dict) or error.get("type") != "invalid_request_error" or "code" in error:
+            return response
+        error["code"] = "resource_missing"
+        return web.json_response(payload, status=404)
+
+    return middleware
 
 
 def _card_error_middleware() -> Any:
@@ -338,6 +390,7 @@ def build_app(webhook_url: str | None = None, webhook_secret: str | None = None)
     middlewares[middlewares.index(server.auth_middleware)] = _publishable_key_auth(server.auth_middleware)
     # Outermost, so it saves and replays the final response, card-error shape included.
     middlewares.insert(0, _card_error_middleware())
+    middlewares.insert(0, _resource_missing_middleware())
     middlewares.insert(0, IdempotencyLayer().as_middleware())
     if webhook_url:
         if not webhook_secret:

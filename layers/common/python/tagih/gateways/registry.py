@@ -23,7 +23,7 @@ def _midtrans() -> PaymentGateway:
 
 
 def _stripe() -> PaymentGateway:
-    from tagih.gateways.stripe_gateway import StripeGateway  # type: ignore[import-not-found, unused-ignore]
+    from tagih.gateways.stripe_gateway import StripeGateway
 
     gateway: PaymentGateway = StripeGateway()
     return gateway
