@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,10 @@ from local.aws import make_dynamodb_calls_atomic
 from local.cfn_yaml import load_template
 from tagih.store.table import reset_clients
 from tests.fakes.lambda_runtime import ROOT, FakeLambdaContext
+
+# Powertools reads its namespace when a handler module creates its Metrics, which may happen before
+# any fixture runs (the OpenAPI and import tests load every handler): Lambda always has it set.
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "TagihTest")
 
 TABLE_NAME = "tagih-test"
 BUS_NAME = "tagih-test"
