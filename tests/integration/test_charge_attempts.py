@@ -1,0 +1,173 @@
+"""One invoice attempt, charged through the payments service with the real store (moto) and the real
+adapters over HTTP (the Midtrans fake, localstripe): however often it is retried, the gateway sees
+one charge; a hanging gateway is 503 with no charge recorded, so a later retry charges afresh."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from local.midtrans_fake import MidtransFake
+from tagih.domain.errors import GatewayUnavailable, PaymentDeclined
+from tagih.domain.payments import Payment, charge_invoice_attempt
+from tagih.gateways.midtrans_gateway import MidtransGateway
+from tagih.gateways.port import AttachedMethod, AttachRequest, ChargeRequest, Customer
+from tagih.gateways.stripe_gateway import StripeGateway
+from tagih.store.payments import default_payment_items
+from tests.fakes.localstripe_server import KEYS as STRIPE_KEYS
+from tests.fakes.localstripe_server import HangingServer, LocalStripe, running_localstripe
+from tests.fakes.localstripe_server import settings_for as stripe_settings
+from tests.fakes.midtrans_server import KEYS as MIDTRANS_KEYS
+from tests.fakes.midtrans_server import running_midtrans_fake
+from tests.fakes.midtrans_server import settings_for as midtrans_settings
+
+ORG = "org_charges"
+CUSTOMER = Customer(account_id="acct_c", organization_id=ORG, name="PT Contoh", email="finance@contoh.co.id")
+SAVED_CARD = AttachedMethod(
+    gateway="midtrans",
+    gateway_payment_method_id="481111abcdefabcdefabcdef1114",
+    type="credit_card",
+    brand="visa",
+    last4="1114",
+)
+
+
+@pytest.fixture
+def midtrans() -> Iterator[MidtransFake]:
+    with running_midtrans_fake() as fake:
+        yield fake
+
+
+@pytest.fixture
+def localstripe() -> Iterator[LocalStripe]:
+    with running_localstripe() as server:
+        yield server
+
+
+def request(
+    method: AttachedMethod, *, invoice: str = "inv_c1", customer_id: str | None = None
+) -> ChargeRequest:
+    amount, currency = (299_000, "IDR") if method.gateway == "midtrans" else (2_500, "USD")
+    return ChargeRequest(
+        organization_id=ORG,
+        invoice_id=invoice,
+        attempt=1,
+        amount=amount,
+        currency=currency,
+        method=method,
+        customer=CUSTOMER,
+        customer_id=customer_id,
+    )
+
+
+def charge_many_times(
+    gateway: MidtransGateway | StripeGateway, charge: ChargeRequest, times: int
+) -> list[Payment]:
+    """The same attempt from a Lambda retry, a duplicate timer and a double click, all at once."""
+    payments = default_payment_items()
+    with ThreadPoolExecutor(max_workers=times) as pool:
+        futures = [
+            pool.submit(charge_invoice_attempt, gateway, payments, charge, "invoice") for _ in range(times)
+        ]
+        return [future.result() for future in futures]
+
+
+def test_a_midtrans_attempt_charged_five_times_is_one_charge_at_midtrans(
+    aws: None, midtrans: MidtransFake
+) -> None:
+    gateway = MidtransGateway(midtrans_settings(midtrans, timeout=5.0), MIDTRANS_KEYS)
+    charge = request(SAVED_CARD)
+
+    results = charge_many_times(gateway, charge, 5)
+
+    assert {p.status for p in results} == {"succeeded"}
+    assert midtrans.charge_count(charge.reference) == 1
+    stored = default_payment_items().get(ORG, charge.reference)
+    assert stored is not None
+    assert (stored.status, stored.amount, stored.gateway_charge_id) == (
+        "succeeded",
+        299_000,
+        results[0].gateway_charge_id,
+    )
+
+
+def test_a_stripe_attempt_charged_five_times_is_one_payment_intent(
+    aws: None, localstripe: LocalStripe
+) -> None:
+    gateway = StripeGateway(stripe_settings(localstripe.url, timeout=6.0), STRIPE_KEYS)
+    customer_id = gateway.ensure_customer(CUSTOMER)
+    assert customer_id is not None
+    card = gateway.attach_method(
+        AttachRequest(
+            organization_id=ORG,
+            type="credit_card",
+            token=localstripe.create_card("4242424242424242"),
+            customer_id=customer_id,
+        )
+    )
+    charge = request(card, customer_id=customer_id)
+
+    results = charge_many_times(gateway, charge, 5)
+
+    assert {p.status for p in results} == {"succeeded"}
+    intents = localstripe.list("payment_intents")
+    assert len(intents) == 1
+    assert len(localstripe.list("charges")) == 1
+    assert intents[0]["amount"] == 2_500
+
+
+def test_a_declined_attempt_is_recorded_once_and_every_retry_gets_the_same_402(
+    aws: None, midtrans: MidtransFake
+) -> None:
+    gateway = MidtransGateway(midtrans_settings(midtrans, timeout=5.0), MIDTRANS_KEYS)
+    declined_card = AttachedMethod(
+        gateway="midtrans", gateway_payment_method_id="481111-decline-1114", type="credit_card"
+    )
+    charge = request(declined_card, invoice="inv_c2")
+    payments = default_payment_items()
+
+    reasons = []
+    for _ in range(3):
+        with pytest.raises(PaymentDeclined) as declined:
+            charge_invoice_attempt(gateway, payments, charge, "invoice")
+        reasons.append(declined.value.reason)
+
+    assert len(set(reasons)) == 1
+    assert midtrans.charge_count(charge.reference) == 1
+    stored = payments.get(ORG, charge.reference)
+    assert stored is not None
+    assert stored.status == "failed"
+
+
+@pytest.mark.timeout(60)
+def test_a_hanging_gateway_is_unavailable_and_records_no_charge(aws: None, midtrans: MidtransFake) -> None:
+    payments = default_payment_items()
+    hanging_card = AttachedMethod(
+        gateway="midtrans", gateway_payment_method_id="481111hangsavedtoken1114", type="credit_card"
+    )
+    midtrans_charge = request(hanging_card, invoice="inv_c3")
+    with pytest.raises(GatewayUnavailable):
+        charge_invoice_attempt(
+            MidtransGateway(midtrans_settings(midtrans, timeout=1.0), MIDTRANS_KEYS),
+            payments,
+            midtrans_charge,
+            "invoice",
+        )
+    assert payments.get(ORG, midtrans_charge.reference) is None
+    assert midtrans.charge_count(midtrans_charge.reference) == 0
+
+    with HangingServer() as hanging:
+        stripe_card = AttachedMethod(
+            gateway="stripe", gateway_payment_method_id="pm_hang", type="credit_card"
+        )
+        stripe_charge = request(stripe_card, invoice="inv_c4", customer_id="cus_hang")
+        with pytest.raises(GatewayUnavailable):
+            charge_invoice_attempt(
+                StripeGateway(stripe_settings(hanging.url, timeout=1.0), STRIPE_KEYS),
+                payments,
+                stripe_charge,
+                "invoice",
+            )
+    assert payments.get(ORG, stripe_charge.reference) is None
