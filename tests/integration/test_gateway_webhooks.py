@@ -677,6 +677,12 @@ STRIPE_FORGERIES: dict[str, Callable[[bytes], dict[str, str]]] = {
     "a genuine signature ten minutes old (replayed)": lambda payload: {
         "stripe-signature": stripe_signature(payload, STRIPE_WEBHOOK_SECRET, int(time.time()) - 600)
     },
+    "a genuine signature 301 s old (past the tolerance)": lambda payload: {
+        "stripe-signature": stripe_signature(payload, STRIPE_WEBHOOK_SECRET, int(time.time()) - 301)
+    },
+    "a genuine signature dated two minutes ahead": lambda payload: {
+        "stripe-signature": stripe_signature(payload, STRIPE_WEBHOOK_SECRET, int(time.time()) + 120)
+    },
 }
 
 
