@@ -123,3 +123,35 @@ def test_oversized_body_is_413() -> None:
     status, body, _ = call(event)
     assert status == 413
     assert_error(body, "payload_too_large")
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+def test_a_json_body_is_read_as_json_whatever_its_label(content_type: str | None) -> None:
+    # curl -d sends application/x-www-form-urlencoded unless told otherwise.
+    headers = {"content-type": content_type} if content_type else {}
+    event = http_event(
+        "POST", "/billing/things", raw_body='{"name": "curl"}', headers=headers, authorizer=principal()
+    )
+    if content_type is None:
+        event["headers"].pop("content-type", None)
+
+    status, body, _ = call(event)
+
+    assert status == 201, body
+    assert body["name"] == "curl"
+
+
+def test_a_form_body_is_malformed_json() -> None:
+    event = http_event(
+        "POST",
+        "/billing/things",
+        raw_body="name=curl&quantity=2",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        authorizer=principal(),
+    )
+
+    status, body, _ = call(event)
+
+    assert status == 400
+    assert_error(body, "malformed_json")
+    assert kernel_app.calls == []

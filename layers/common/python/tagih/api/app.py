@@ -33,6 +33,7 @@ from tagih.domain.errors import BillingError, PayloadTooLarge, RouteNotFound
 logger = Logger()
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+JSON_TYPE = "application/json"
 
 
 class RoutePolicy:
@@ -83,7 +84,7 @@ class TagihResolver(APIGatewayHttpResolver):
 
     # -- entry point ----------------------------------------------------------------------------
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
-        event = dict(event)
+        event = _as_json_request(dict(event))
         request_id = str((event.get("requestContext") or {}).get("requestId", ""))
         method = str(((event.get("requestContext") or {}).get("http") or {}).get("method", "")).upper()
         try:
@@ -185,6 +186,17 @@ class TagihResolver(APIGatewayHttpResolver):
 
     def _on_route_not_found(self, exc: Exception) -> Response[str]:
         return from_billing_error(RouteNotFound(), self.request_id)
+
+
+def _as_json_request(event: dict[str, Any]) -> dict[str, Any]:
+    """The API speaks JSON only (API.md): a body sent untyped or as a form (``curl -d`` sends
+    ``application/x-www-form-urlencoded``) is read as JSON, so it gets the same answer as one
+    labelled right, and a body that is not JSON is 400 ``malformed_json`` whatever its label."""
+    headers = event.get("headers") or {}
+    content_type = str(headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if not event.get("body") or content_type == JSON_TYPE or content_type.endswith("+json"):
+        return event
+    return {**event, "headers": {**headers, "content-type": JSON_TYPE}}
 
 
 def create_resolver(
