@@ -3,7 +3,6 @@ rules, the organization's default account, versions, deletes and another organiz
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import boto3
@@ -13,28 +12,12 @@ from tagih.domain.accounts import ensure_gateway_customer
 from tagih.store.accounts import default_account_items
 from tests.conftest import TABLE_NAME
 from tests.fakes.gateways import FakeGateway
-from tests.fakes.lambda_runtime import FakeLambdaContext, http_event, load_function, principal
+from tests.fakes.lambda_runtime import Answer, call_route
 
 ORG = "org_1"
 OTHER_ORG = "org_2"
 ACCOUNTS = "/billing/accounts"
 ADDRESS = {"country": "id", "line1": "Jl. Sudirman 1", "city": "Jakarta", "postal_code": "10220"}
-
-
-class Answer:
-    def __init__(self, result: dict[str, Any]) -> None:
-        self.status: int = result["statusCode"]
-        self.headers: dict[str, str] = result.get("headers") or {}
-        self.raw: str = result.get("body") or ""
-        self.body: dict[str, Any] = json.loads(self.raw) if self.raw else {}
-
-    @property
-    def error_code(self) -> str:
-        return str(self.body["error"]["code"])
-
-    @property
-    def fields(self) -> set[str]:
-        return {detail["field"] for detail in self.body["error"]["details"]}
 
 
 def call(
@@ -46,19 +29,8 @@ def call(
     role: str = "owner",
     headers: dict[str, str] | None = None,
 ) -> Answer:
-    route, parameters = path, None
-    if path.startswith(ACCOUNTS + "/"):
-        route, parameters = ACCOUNTS + "/{account_id}", {"account_id": path.rsplit("/", 1)[1]}
-    event = http_event(
-        method,
-        path,
-        route=route,
-        body=body,
-        headers=headers,
-        path_parameters=parameters,
-        authorizer=principal(org, role),
-    )
-    return Answer(load_function("accounts").lambda_handler(event, FakeLambdaContext()))
+    route = ACCOUNTS + "/{account_id}" if path.startswith(ACCOUNTS + "/") else ACCOUNTS
+    return call_route("accounts", method, path, route, body=body, org=org, role=role, headers=headers)
 
 
 def create(body: dict[str, Any] | None = None, **kwargs: Any) -> Answer:

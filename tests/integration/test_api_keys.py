@@ -14,7 +14,7 @@ from local.tokens import LOCAL_AUDIENCE, LOCAL_ISSUER, jwks, mint_token
 from tests.conftest import TABLE_NAME
 from tests.fakes.aws_calls import count_calls
 from tests.fakes.key_source import authorizer_event, serve_jwks
-from tests.fakes.lambda_runtime import FakeLambdaContext, http_event, load_function
+from tests.fakes.lambda_runtime import Answer, FakeLambdaContext, http_event, load_function
 
 ORG = "org_1"
 OTHER_ORG = "org_2"
@@ -39,18 +39,6 @@ def identity_provider(aws: None, catalog: None, jwks_url: str, monkeypatch: pyte
     monkeypatch.setenv("JWT_AUDIENCE", LOCAL_AUDIENCE)
 
 
-class Response:
-    def __init__(self, result: dict[str, Any]) -> None:
-        self.status: int = result["statusCode"]
-        self.headers: dict[str, str] = result.get("headers") or {}
-        self.raw: str = result.get("body") or ""
-        self.body: dict[str, Any] = json.loads(self.raw) if self.raw else {}
-
-    @property
-    def error_code(self) -> str:
-        return str(self.body["error"]["code"])
-
-
 def call(
     credential: str,
     method: str,
@@ -62,7 +50,7 @@ def call(
     headers: dict[str, str] | None = None,
     route: str | None = None,
     path_parameters: dict[str, str] | None = None,
-) -> Response:
+) -> Answer:
     """The real authorizer, then the real function, as API Gateway chains them."""
     request_headers = {
         "Authorization": f"Bearer {credential}",
@@ -83,18 +71,18 @@ def call(
         authorizer=answer["context"],
     )
     group = "catalog" if path == "/billing/plans" else "api_keys"
-    return Response(handler(group)(event, FakeLambdaContext()))
+    return Answer(handler(group)(event, FakeLambdaContext()))
 
 
 def owner(organization: str = ORG) -> str:
     return mint_token(org_roles=[f"{organization}:owner"], subject=f"owner_of_{organization}")
 
 
-def create(credential: str, body: Any, **kwargs: Any) -> Response:
+def create(credential: str, body: Any, **kwargs: Any) -> Answer:
     return call(credential, "POST", KEYS, body=body, **kwargs)
 
 
-def revoke(credential: str, key_id: str, organization: str = ORG) -> Response:
+def revoke(credential: str, key_id: str, organization: str = ORG) -> Answer:
     return call(
         credential,
         "DELETE",
