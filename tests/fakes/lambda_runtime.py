@@ -33,9 +33,14 @@ class FakeLambdaContext(LambdaContext):
         return self._remaining_ms
 
 
-def load_function(group: str) -> ModuleType:
-    """Import ``functions/<group>/app.py`` under a unique module name (every handler is ``app``)."""
-    name = f"tagih_function_{group}"
+def load_function(group: str, container: int = 0) -> ModuleType:
+    """Import ``functions/<group>/app.py`` under a unique module name (every handler is ``app``).
+
+    ``container`` > 0 imports it again under another name: another warm Lambda container. Lambda
+    never runs two invocations in one process, and the resolver keeps per-request state
+    (``app.current_event``), so concurrent calls in a test each need a container of their own.
+    """
+    name = f"tagih_function_{group}" + (f"_container{container}" if container else "")
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / group / "app.py")
@@ -130,6 +135,7 @@ def call_route(
     org: str = "org_1",
     role: str = "owner",
     headers: dict[str, str] | None = None,
+    container: int = 0,
 ) -> Answer:
     """Call ``functions/<group>`` as API Gateway would after the authorizer accepted ``org``/``role``.
     ``route`` is the template's path (``/billing/x/{id}``); its parameters are read from ``path``."""
@@ -147,4 +153,4 @@ def call_route(
         path_parameters=parameters or None,
         authorizer=principal(org, role),
     )
-    return Answer(load_function(group).lambda_handler(event, FakeLambdaContext()))
+    return Answer(load_function(group, container).lambda_handler(event, FakeLambdaContext()))

@@ -13,10 +13,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import importlib.util
 import json
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -39,7 +37,7 @@ from tagih.store.payments import default_payment_items
 from tagih.store.table import reset_clients
 from tests.conftest import TABLE_NAME
 from tests.fakes.aws_calls import count_calls
-from tests.fakes.lambda_runtime import ROOT, FakeLambdaContext, http_event, load_function
+from tests.fakes.lambda_runtime import FakeLambdaContext, http_event, load_function
 from tests.fakes.midtrans_server import KEYS, NotificationInbox, running_midtrans_fake
 
 ORG = "org_webhooks"
@@ -343,21 +341,8 @@ def test_a_settlement_succeeds_the_payment_once_and_a_redelivery_is_a_duplicate(
 
 # -- 4. two deliveries at once -------------------------------------------------------------------------
 def second_container() -> ModuleType:
-    """The handler imported again under another name: a second warm Lambda container.
-
-    Two concurrent invocations never share a process in Lambda; sharing one module would share the
-    event handler's per-request state (``app.current_event``), which no real delivery ever does.
-    """
-    name = "tagih_function_gateway_webhooks_second_container"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / "gateway_webhooks" / "app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The handler imported again under another name: a second warm Lambda container."""
+    return load_function("gateway_webhooks", container=2)
 
 
 @pytest.fixture
