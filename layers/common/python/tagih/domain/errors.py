@@ -164,3 +164,90 @@ class MalformedJson(BillingError):
 
 class PayloadTooLarge(BillingError):
     default_message = "The request body is too large."
+
+
+# Invoices (``domain.invoices``): each refused status change names what the invoice would need to be.
+class InvoiceNotFound(NotFound):
+    code = "invoice_not_found"
+    default_message = "No such invoice."
+
+
+class InvoiceNotDraft(Conflict):
+    code = "invoice_not_draft"
+    default_message = "Only a draft invoice can be finalized or edited."
+
+
+class InvoiceNotOpen(Conflict):
+    code = "invoice_not_open"
+    default_message = "This needs an open or overdue invoice."
+
+
+class InvoiceNotPayable(Conflict):
+    code = "invoice_not_payable"
+    default_message = "This invoice cannot be paid: it is a draft or void."
+
+
+class InvoiceNotDue(Conflict):
+    code = "invoice_not_due"
+    default_message = "This invoice is not past its due date yet."
+
+
+class InvoiceAmountMismatch(Conflict):
+    code = "invoice_amount_mismatch"
+    default_message = "The amount paid is not the amount due on this invoice."
+
+
+# Subscriptions
+class AlreadySubscribed(Conflict):
+    code = "already_subscribed"
+    default_message = "The organization already has a subscription; change or reactivate it instead."
+
+
+class ContactSales(Conflict):
+    code = "contact_sales"
+    default_message = "This plan has custom pricing; contact sales to subscribe."
+
+
+class PlanNotSubscribable(InvalidRequest):
+    code = "plan_not_subscribable"
+    default_message = "This plan cannot be subscribed to."
+
+
+class PaymentMethodRequired(InvalidRequest):
+    code = "payment_method_required"
+    default_message = "This plan has no trial for the organization; add a payment method to subscribe."
+
+
+class CurrencyMismatch(InvalidRequest):
+    code = "currency_mismatch"
+    default_message = "The plan is priced in another currency than the organization is billed in."
+
+
+class SubscriptionNotActive(Conflict):
+    code = "subscription_not_active"
+    default_message = "The subscription is not active."
+
+
+class AlreadyCancelled(Conflict):
+    code = "already_cancelled"
+    default_message = "The subscription is already cancelled."
+
+
+class NotInGracePeriod(Conflict):
+    code = "not_in_grace_period"
+    default_message = "Only a subscription cancelled and still in its grace period can be reactivated."
+
+
+class GracePeriodOver(Conflict):
+    code = "grace_period_over"
+    default_message = "The grace period is over; subscribe again."
+
+
+class AlreadySuspended(Conflict):
+    code = "already_suspended"
+    default_message = "The organization is already suspended."
+
+
+class NotSuspended(Conflict):
+    code = "not_suspended"
+    default_message = "The organization is not suspended."
