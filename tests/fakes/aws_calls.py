@@ -27,3 +27,26 @@ def count_calls(service: str = "dynamodb") -> Iterator[Counter[str]]:
         yield counts
     finally:
         session.events.unregister(f"before-call.{service}", record)
+
+
+@contextmanager
+def count_items_read() -> Iterator[Counter[str]]:
+    """Items DynamoDB read, per operation, for clients created inside the block (cached clients are
+    reset): a Query's or Scan's ``ScannedCount``, one per GetItem, each item a BatchGetItem returned."""
+    counts: Counter[str] = Counter()
+    session = boto3._get_default_session()
+
+    def record(parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.name in {"Query", "Scan"}:
+            counts[model.name] += int(parsed.get("ScannedCount", parsed.get("Count", 0)))
+        elif model.name == "GetItem":
+            counts[model.name] += 1
+        elif model.name == "BatchGetItem":
+            counts[model.name] += sum(len(items) for items in parsed.get("Responses", {}).values())
+
+    reset_clients()
+    session.events.register("after-call.dynamodb", record)
+    try:
+        yield counts
+    finally:
+        session.events.unregister("after-call.dynamodb", record)

@@ -251,3 +251,8 @@ class AlreadySuspended(Conflict):
 class NotSuspended(Conflict):
     code = "not_suspended"
     default_message = "The organization is not suspended."
+
+
+class SubscriptionNotFound(NotFound):
+    code = "subscription_not_found"
+    default_message = "No such subscription."
