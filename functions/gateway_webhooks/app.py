@@ -25,12 +25,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
 from tagih.api.app import create_resolver
-from tagih.domain import payments
+from tagih.domain import billing, payments
 from tagih.domain.errors import InvalidSignature
 from tagih.gateways.port import GatewayName
 from tagih.gateways.registry import default_gateways
 from tagih.store.gateway_events import default_gateway_event_items
 from tagih.store.payments import default_payment_items
+from tagih.wiring import default_billing
 
 logger = Logger()
 tracer = Tracer()
@@ -72,6 +73,7 @@ def receive(gateway: GatewayName) -> NotificationReceived:
             default_gateway_event_items(),
             dict(app.current_event.headers or {}),
             raw_body(),
+            listener=billing.InvoicePaymentListener(default_billing()),
         )
     except InvalidSignature:
         logger.warning("gateway notification with an invalid signature", extra={"gateway": gateway})

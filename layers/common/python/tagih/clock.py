@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 Clock = Callable[[], datetime]
 
@@ -27,3 +28,18 @@ def parse_rfc3339(value: str) -> datetime:
 
 def epoch_seconds(moment: datetime) -> int:
     return int(moment.timestamp())
+
+
+_DURATION = re.compile(
+    r"^P(?:(?P<days>\d+)D)?(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?$"
+)
+
+
+def parse_duration(value: str) -> timedelta:
+    """An ISO-8601 duration of days and time (``P14D``, ``PT30S``, ``P1DT12H``), as configuration
+    writes timer lengths; months and years are refused (their length depends on the date)."""
+    match = _DURATION.match(value.strip().upper())
+    if match is None or value.strip().upper() in ("P", "PT"):
+        raise ValueError(f"{value!r} is not an ISO-8601 duration like P14D or PT30S")
+    parts = {name: int(number) for name, number in match.groupdict().items() if number}
+    return timedelta(**parts)

@@ -36,6 +36,9 @@ class Settings(BaseModel):
     gateway_timeout_seconds: float = Field(default=8.0, gt=0, le=20)
     secrets_max_age_seconds: int = Field(default=300, ge=0)
     public_base_url: str = ""  # where /webhooks/* and hosted pages are reached (notification URLs)
+    # Timer lengths (ISO-8601 durations); empty: the plan's trial_days and 7 days of grace.
+    trial_duration: str = ""
+    grace_duration: str = ""
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
@@ -62,6 +65,8 @@ _ENV_NAMES = {
     "gateway_timeout_seconds": "GATEWAY_TIMEOUT_SECONDS",
     "secrets_max_age_seconds": "SECRETS_MAX_AGE_SECONDS",
     "public_base_url": "PUBLIC_BASE_URL",
+    "trial_duration": "TRIAL_DURATION",
+    "grace_duration": "GRACE_DURATION",
     "idempotency_ttl_seconds": "IDEMPOTENCY_TTL_SECONDS",
     "max_body_bytes": "MAX_BODY_BYTES",
 }

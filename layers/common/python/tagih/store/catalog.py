@@ -80,3 +80,16 @@ def put_catalog(catalog: Catalog) -> int:
         for entry in entries:
             batch.put_item(Item=entry)
     return len(entries)
+
+
+class CatalogItems:
+    """The catalog as the billing services read it (``domain.billing.CatalogReader``)."""
+
+    def plan(self, slug: str) -> Plan:
+        return get_plan(slug)
+
+    def plans(self) -> list[Plan]:
+        return list_plans()
+
+    def tax_rate(self, currency: str) -> TaxRate:
+        return get_tax_rate(currency)

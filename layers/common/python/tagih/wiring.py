@@ -1,0 +1,35 @@
+"""The billing services' ports as a deployed function gets them: the single table, the gateway
+registry (SDKs loaded on first charge), the EventBridge publisher, timer lengths from settings."""
+
+from __future__ import annotations
+
+from tagih.clock import parse_duration
+from tagih.config import get_settings
+from tagih.domain.billing import Billing
+from tagih.domain.subscriptions import DEFAULT_GRACE_PERIOD
+from tagih.events.publisher import default_publisher
+from tagih.gateways.registry import default_gateways
+from tagih.store.accounts import default_account_items
+from tagih.store.catalog import CatalogItems
+from tagih.store.invoices import default_invoice_items
+from tagih.store.payment_methods import default_payment_method_items
+from tagih.store.payments import default_payment_items
+from tagih.store.subscriptions import default_subscription_items
+
+
+def default_billing() -> Billing:
+    settings = get_settings()
+    return Billing(
+        subscriptions=default_subscription_items(),
+        invoices=default_invoice_items(),
+        payment_methods=default_payment_method_items(),
+        accounts=default_account_items(),
+        payments=default_payment_items(),
+        catalog=CatalogItems(),
+        gateways=default_gateways(),
+        publisher=default_publisher(),
+        trial_length=parse_duration(settings.trial_duration) if settings.trial_duration else None,
+        grace_period=parse_duration(settings.grace_duration)
+        if settings.grace_duration
+        else DEFAULT_GRACE_PERIOD,
+    )
