@@ -1,4 +1,5 @@
-"""Subscriptions: the organization's plan, subscribing (trial or first charge), cancel and reactivate."""
+"""Subscriptions: the organization's plan, subscribing (trial or first charge), plan changes (prorated
+upgrades charged at once, downgrades scheduled), cancel and reactivate."""
 
 from __future__ import annotations
 
@@ -13,24 +14,26 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from tagih import clock
-from tagih.api.app import create_resolver
+from tagih.api.app import RoutePolicy, create_resolver
+from tagih.api.invoice_view import InvoiceLineView, InvoiceView
+from tagih.api.subscription_view import SubscriptionView
 from tagih.domain import billing
-from tagih.domain.catalog import Features, Limits
+from tagih.domain.catalog import Currency
+from tagih.domain.invoices import percent_from_bps
 from tagih.domain.subscriptions import (
     BillingCycle,
+    ChangeKind,
     ScheduledChange,
-    Subscription,
-    SubscriptionAddon,
-    SubscriptionStatus,
 )
-from tagih.gateways.port import GatewayName
 from tagih.wiring import default_billing
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-# Reads: any member; writes: admin or owner (the kernel's defaults).
-app = create_resolver("subscriptions")
+PREVIEW_ROUTE = "POST /billing/subscriptions/{subscription_id}/change/preview"
+# Reads: any member; writes: admin or owner (the kernel's defaults). A change preview writes nothing,
+# so any member may look at one.
+app = create_resolver("subscriptions", policies={PREVIEW_ROUTE: RoutePolicy(role="member")})
 
 TAGS = ["Subscriptions"]
 SubscriptionId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -39,6 +42,26 @@ SUBSCRIBE_RESPONSES: dict[int, OpenAPIResponse] = {
     409: {"description": "`already_subscribed`, or `contact_sales` for a custom plan."},
     503: {"description": "`gateway_unavailable`: the gateway did not answer; nothing was kept."},
 }
+CHANGE_RESPONSES: dict[int, OpenAPIResponse] = {
+    402: {"description": "`payment_failed`: the prorated charge was declined; nothing changed."},
+    409: {
+        "description": "`version_conflict` (a stale `expected_version`, or another change of the "
+        "subscription won the race), `contact_sales` for a custom plan, `subscription_not_active`."
+    },
+    422: {"description": "`payment_method_required`, `plan_not_subscribable`, `currency_mismatch`."},
+    503: {"description": "`gateway_unavailable`: the gateway did not answer; nothing changed."},
+}
+CHANGE_DESCRIPTION = (
+    "Upgrade (the new plan costs more per day, same cycle): immediate; the unused time of the old "
+    "price is credited and the rest of the period at the new price debited, per second, with tax; "
+    "that invoice is charged at once to the subscription's payment method (else the organization's "
+    "default) and the plan changes only once it is paid (402 and nothing changed when declined). "
+    "For a virtual account or e-wallet the plan stays as it is and `prorated_invoice` is `open` "
+    "with its `payment_url`. Monthly → annual: a new annual period starts now, the unused monthly "
+    "time credited. Downgrade, or annual → monthly: `scheduled_change` at `current_period_end`, no "
+    "invoice, no refund. During a trial: switched at once, nothing invoiced. Two changes racing: "
+    "one wins, the other is 409 `version_conflict` and is never charged."
+)
 
 
 class CreateSubscription(BaseModel):
@@ -53,44 +76,78 @@ class CreateSubscription(BaseModel):
     )
 
 
-class SubscriptionView(BaseModel):
-    id: str | None = Field(description="`null` for Free: an organization on Free has no subscription.")
-    organization_id: str
+class ChangePlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="The new plan's slug.")
+    billing_cycle: BillingCycle | None = Field(default=None, description="Default: the current cycle.")
+    expected_version: int | None = Field(
+        default=None,
+        ge=0,
+        description="The subscription's `version` as last read: 409 `version_conflict` if it changed since.",
+    )
+
+
+class PreviewPlanChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="The new plan's slug.")
+    billing_cycle: BillingCycle | None = Field(default=None, description="Default: the current cycle.")
+
+
+class PlanChangeView(BaseModel):
+    subscription: SubscriptionView
+    prorated_invoice: InvoiceView | None = Field(
+        description="The invoice the change created: `paid`, or `open` with a `payment_url` while an "
+        "asynchronous payment is awaited; `null` when nothing was invoiced (downgrade, trial)."
+    )
+
+
+class PlanChangePreviewView(BaseModel):
+    """The invoice the change would create, at the top level (``lines``, ``subtotal``, ``tax``,
+    ``total``; empty and zero when nothing is invoiced now), and what else it would do."""
+
+    kind: ChangeKind = Field(description="`upgrade`, `downgrade`, `cycle_change` or `same`.")
     plan: str
-    plan_name: str
-    status: SubscriptionStatus
     billing_cycle: BillingCycle
-    cancel_at_period_end: bool
-    trial_ends_at: datetime | None
-    current_period_start: datetime | None
-    current_period_end: datetime | None
-    grace_period_ends_at: datetime | None
-    cancelled_at: datetime | None
+    immediate: bool = Field(description="`false`: scheduled for `effective_at` (the period end).")
+    effective_at: datetime
+    currency: Currency
+    lines: list[InvoiceLineView] = Field(description="What is invoiced now; a proration credit is negative.")
+    subtotal: int
+    tax_name: str | None
+    tax_rate: str
+    tax: int
+    total: int
+    amount_due: int = Field(description="What would be charged at once.")
     scheduled_change: ScheduledChange | None
-    payment_method_id: str | None
-    payment_gateway: GatewayName | None
-    gateway_customer_id: str | None
-    gateway_subscription_id: str | None
-    limits: Limits
-    features: Features
-    addons: list[SubscriptionAddon]
-    version: int
-    created_at: datetime
-    updated_at: datetime
+    prorated_invoice: InvoiceView | None = Field(
+        description="The whole draft the change would create (its id is not kept), or `null`."
+    )
+    subscription: SubscriptionView = Field(description="The subscription as the change would leave it.")
 
     @classmethod
-    def of(cls, subscription: Subscription) -> SubscriptionView:
-        return cls.model_validate(_whole_seconds(subscription.public_data()))
-
-
-def _whole_seconds(data: dict[str, Any]) -> dict[str, Any]:
-    """The API's timestamps have whole seconds (``…T12:00:00Z``)."""
-    return {
-        key: clock.to_rfc3339(clock.parse_rfc3339(value))
-        if isinstance(value, str) and key.endswith(("_at", "_start", "_end"))
-        else value
-        for key, value in data.items()
-    }
+    def of(cls, preview: billing.PlanChangePreview) -> PlanChangePreviewView:
+        decision, invoice = preview.decision, preview.invoice
+        after = SubscriptionView.of(preview.subscription)
+        return cls(
+            kind=decision.kind,
+            plan=decision.plan,
+            billing_cycle=decision.billing_cycle,
+            immediate=decision.immediate,
+            effective_at=decision.effective_at.replace(microsecond=0),
+            currency=preview.subscription.currency,
+            lines=[InvoiceLineView.of(line) for line in decision.lines],
+            subtotal=invoice.subtotal if invoice else 0,
+            tax_name=preview.tax.name,
+            tax_rate=percent_from_bps(preview.tax.rate_bps),
+            tax=invoice.tax if invoice else 0,
+            total=invoice.total if invoice else 0,
+            amount_due=invoice.amount_due if invoice else 0,
+            scheduled_change=after.scheduled_change if preview.scheduled_change else None,
+            prorated_invoice=InvoiceView.of(invoice) if invoice else None,
+            subscription=after,
+        )
 
 
 # -- routes ------------------------------------------------------------------------------------------
@@ -159,6 +216,77 @@ def reactivate_subscription(subscription_id: SubscriptionId) -> SubscriptionView
     )
     logger.info("subscription reactivated", extra={"subscription_id": subscription_id})
     return SubscriptionView.of(reactivated)
+
+
+def _change(subscription_id: str, body: ChangePlan) -> PlanChangeView:
+    changed = billing.change_plan(
+        default_billing(),
+        app.auth.organization_id,
+        subscription_id,
+        plan_slug=body.plan,
+        cycle=body.billing_cycle,
+        expected_version=body.expected_version,
+        now=clock.now(),
+    )
+    logger.info(
+        "subscription plan change",
+        extra={
+            "subscription_id": subscription_id,
+            "plan": changed.subscription.plan,
+            "invoice_id": changed.invoice.id if changed.invoice else None,
+        },
+    )
+    return PlanChangeView(
+        subscription=SubscriptionView.of(changed.subscription),
+        prorated_invoice=InvoiceView.of(changed.invoice) if changed.invoice else None,
+    )
+
+
+@app.post(
+    "/billing/subscriptions/<subscription_id>/change",
+    summary="Change plan or billing cycle",
+    description=CHANGE_DESCRIPTION,
+    tags=TAGS,
+    responses=CHANGE_RESPONSES,
+)
+def change_subscription(subscription_id: SubscriptionId, body: ChangePlan) -> PlanChangeView:
+    return _change(subscription_id, body)
+
+
+@app.patch(
+    "/billing/subscriptions/<subscription_id>",
+    summary="Change plan (same as POST …/change)",
+    description=CHANGE_DESCRIPTION,
+    tags=TAGS,
+    responses=CHANGE_RESPONSES,
+)
+def update_subscription(subscription_id: SubscriptionId, body: ChangePlan) -> PlanChangeView:
+    return _change(subscription_id, body)
+
+
+@app.post(
+    "/billing/subscriptions/<subscription_id>/change/preview",
+    summary="Preview a plan change",
+    description="What `POST …/change` with the same body would do now, nothing written: the invoice it "
+    "would create at the top level (`lines`, `subtotal`, `tax`, `total`, `amount_due`; empty and 0 when "
+    "nothing is invoiced now), the whole draft as `prorated_invoice`, a downgrade's `scheduled_change`, "
+    "and the `subscription` as the change would leave it. Any member may preview.",
+    tags=TAGS,
+    responses={
+        409: {"description": "`contact_sales` for a custom plan, `subscription_not_active`."},
+        422: {"description": "`plan_not_subscribable`, `currency_mismatch`."},
+    },
+)
+def preview_change(subscription_id: SubscriptionId, body: PreviewPlanChange) -> PlanChangePreviewView:
+    preview = billing.preview_plan_change(
+        default_billing(),
+        app.auth.organization_id,
+        subscription_id,
+        plan_slug=body.plan,
+        cycle=body.billing_cycle,
+        now=clock.now(),
+    )
+    return PlanChangePreviewView.of(preview)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)

@@ -13,25 +13,39 @@ an asynchronous payment is finalized and numbered.
 
 from __future__ import annotations
 
+import hashlib
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aws_lambda_powertools import Logger
 
 from tagih.domain import invoices as inv
 from tagih.domain import subscriptions as subs
 from tagih.domain.accounts import AccountStore, default_billing_account, ensure_gateway_customer
-from tagih.domain.catalog import Plan, TaxRate
-from tagih.domain.errors import GatewayUnavailable, InvoiceNotFound, PaymentDeclined, PlanNotFound
+from tagih.domain.catalog import Currency, Features, Limits, Plan, TaxRate
+from tagih.domain.errors import (
+    BillingError,
+    CurrencyMismatch,
+    GatewayUnavailable,
+    InvoiceNotFound,
+    NotSuspended,
+    PaymentDeclined,
+    PaymentMethodNotFound,
+    PaymentMethodRequired,
+    PlanNotFound,
+    VersionConflict,
+)
 from tagih.domain.invoices import Invoice, InvoiceStore
 from tagih.domain.payment_methods import PaymentMethod, PaymentMethodStore
 from tagih.domain.payments import Payment, PaymentFailed, PaymentSettled, PaymentStore, charge_invoice_attempt
-from tagih.domain.subscriptions import BillingCycle, Subscription
+from tagih.domain.subscriptions import BillingCycle, ChangeDecision, Subscription
 from tagih.events.models import EventType, billing_event
 from tagih.events.publisher import EventPublisher
-from tagih.gateways.port import ChargeRequest, Customer, GatewayDirectory
+from tagih.gateways.port import ChargeRequest, Customer, GatewayDirectory, charge_reference
+from tagih.ids import new_id
 
 logger = Logger()
 
@@ -337,3 +351,485 @@ def _required(moment: datetime | None) -> datetime:
     if moment is None:
         raise ValueError("a paid subscription has a current period")
     return moment
+
+
+# -- changing plan ------------------------------------------------------------------------------------
+# How a paid change is kept from charging twice (``change_plan``):
+#
+# The right to charge for changing version ``v`` of a subscription is the conditional write of the
+# charge's payment record, keyed by a reference derived from (subscription, ``v``, try): the change's
+# invoice id is deterministic (``change_invoice_id``), and so is its charge reference. Two requests
+# that read the same version compete for that one write BEFORE any gateway call: the winner charges,
+# the loser gets 409 ``version_conflict`` and never reaches the gateway. A request that reads the
+# subscription after the winner committed sees the next version (409 with ``expected_version``, or a
+# change from the new plan). Nothing else is written before the charge succeeds: a declined card
+# leaves only its failed payment record (the next try of the same change takes the next try number),
+# the subscription keeps its version and no invoice is kept.
+#
+# Rejected alternatives: bumping the subscription's version as a claim before charging does not stop
+# a request that reads the bumped version during the charge (it would claim and charge again), and
+# undoing it after a decline leaves a version change with nothing changed; writing the draft invoice
+# as the claim needs a draft to be deleted after a decline, which the stores do not offer on its own.
+MAX_CHANGE_TRIES = 10  # declined charges for one change of one version before refusing more
+# A ``processing`` claim older than this was left by a crashed request (the functions time out after
+# 15 s): charging it again with the same reference is what ``charge_invoice_attempt`` is built for.
+ABANDONED_CHARGE = timedelta(minutes=2)
+MAX_CHANGE_COMMITS = 3
+_ID_ALPHABET = string.ascii_letters + string.digits
+_ID_LENGTH = 20
+
+
+class PlanChanged(NamedTuple):
+    subscription: Subscription
+    # The prorated invoice: paid; ``open`` with a ``payment_url`` while an asynchronous payment is
+    # awaited (the plan is then unchanged); ``None`` when nothing is invoiced now.
+    invoice: Invoice | None
+
+
+@dataclass(frozen=True)
+class PlanChangePreview:
+    """What ``change_plan`` would do at the same moment, computed and not written."""
+
+    decision: ChangeDecision
+    subscription: Subscription  # as the change would leave it (an upgrade: once its invoice is paid)
+    invoice: Invoice | None  # the draft the change would invoice and charge; None when nothing
+    tax: TaxRate  # the subscription currency's, shown even when nothing is invoiced
+
+    @property
+    def scheduled_change(self) -> subs.ScheduledChange | None:
+        return None if self.decision.immediate else self.subscription.scheduled_change
+
+
+def change_invoice_id(subscription: Subscription, attempt: int) -> str:
+    """The id of the invoice for try ``attempt`` of a change of ``subscription`` at its version: the
+    same for every request that read that version, so their charges share one reference."""
+    seed = f"plan-change:{subscription.id}:{subscription.version}:{attempt}".encode()
+    number = int.from_bytes(hashlib.sha256(seed).digest(), "big")
+    chars = []
+    for _ in range(_ID_LENGTH):
+        number, digit = divmod(number, len(_ID_ALPHABET))
+        chars.append(_ID_ALPHABET[digit])
+    return "inv_" + "".join(chars)
+
+
+def _change_draft(
+    billing: Billing, sub: Subscription, decision: ChangeDecision, now: datetime
+) -> Invoice | None:
+    """The draft invoicing ``decision.lines`` (None when there are none), due now, over the lines'
+    span: ``[now, period end)`` for an upgrade, the new year for a monthly→annual change."""
+    if not decision.lines:
+        return None
+    starts = [line.period_start or now for line in decision.lines]
+    ends = [line.period_end or now for line in decision.lines]
+    return inv.draft_invoice(
+        organization_id=sub.organization_id,
+        subscription_id=sub.id,
+        billing_reason=decision.billing_reason,
+        currency=sub.currency,
+        lines=decision.lines,
+        tax=billing.catalog.tax_rate(sub.currency),
+        period_start=min(starts),
+        period_end=max(ends),
+        due_date=now,
+        now=now,
+    )
+
+
+def preview_plan_change(
+    billing: Billing,
+    organization_id: str,
+    subscription_id: str,
+    *,
+    plan_slug: str,
+    cycle: BillingCycle | None,
+    now: datetime,
+) -> PlanChangePreview:
+    """``POST …/change/preview``: the same decision ``change_plan`` takes at ``now``, nothing written.
+    The draft's id and hosted token are throwaway: only ``change_plan`` creates an invoice."""
+    current = billing.subscriptions.get(organization_id, subscription_id)
+    plan = billing.catalog.plan(plan_slug)
+    decision = subs.preview_change(current, plan, cycle, now)
+    return PlanChangePreview(
+        decision=decision,
+        subscription=subs.apply_change(current, decision, plan, now),
+        invoice=_change_draft(billing, current, decision, now),
+        tax=billing.catalog.tax_rate(current.currency),
+    )
+
+
+def change_plan(
+    billing: Billing,
+    organization_id: str,
+    subscription_id: str,
+    *,
+    plan_slug: str,
+    cycle: BillingCycle | None,
+    expected_version: int | None = None,
+    now: datetime,
+) -> PlanChanged:
+    """``POST …/change`` and ``PATCH …/{id}``: move the subscription to ``plan_slug`` (and ``cycle``).
+
+    - ``expected_version`` not the stored version → 409 ``version_conflict``, before anything else;
+    - a positive net to invoice now (an upgrade's proration, monthly→annual) → a draft invoice
+      (``subscription_update``, due now) charged to the subscription's payment method, else the
+      organization's default (422 ``payment_method_required`` without one), while still a draft,
+      like a first invoice. Paid → numbered, and the changed subscription and the paid invoice are
+      written in ONE transaction. Declined → 402 and nothing changes. Asynchronous (virtual
+      account, e-wallet) → the plan stays as it is and the invoice is kept ``open`` with its
+      ``payment_url``. NOTE: applying the change when that payment settles is not built yet:
+      ``InvoicePaymentListener`` marks the invoice paid and leaves the plan alone;
+    - nothing positive to invoice (a trial, a downgrade or an annual→monthly switch scheduled for
+      the period end, a proration netting to zero or less) → written at once with no charge, with a
+      (paid at once) invoice only when there are lines.
+
+    How two concurrent changes are kept from both charging: see the comment above
+    ``MAX_CHANGE_TRIES``. A write that lands on the subscription while the winner is charging (a
+    cancel, an operator's suspension) is handled by ``_commit_paid_change``.
+    """
+    current = billing.subscriptions.get(organization_id, subscription_id)
+    if expected_version is not None and expected_version != current.version:
+        raise VersionConflict(
+            f"Subscription {subscription_id!r} is at version {current.version}, not {expected_version}; "
+            "read it again and retry."
+        )
+    plan = billing.catalog.plan(plan_slug)
+    decision = subs.preview_change(current, plan, cycle, now)
+    draft = _change_draft(billing, current, decision, now)
+    if draft is not None and draft.amount_due > 0:
+        return _charge_change(_Change(billing, current, plan, decision, now), draft)
+
+    changed = subs.apply_change(current, decision, plan, now)
+    if changed is current:  # the same plan and cycle, nothing scheduled: nothing to write
+        return PlanChanged(current, None)
+    if draft is None:
+        billing.subscriptions.save(changed, current.version)
+        billing.publish(organization_id, now, ("billing.subscription.updated", changed.public_data()))
+        return PlanChanged(changed, None)
+    # Lines netting to nothing due: the record of the change, paid at once when numbered.
+    billing.subscriptions.save(changed, current.version, invoices=[(draft, None)])
+    finalized = billing.invoices.finalize(draft, now)
+    events: list[tuple[EventType, dict[str, Any]]] = [
+        ("billing.subscription.updated", changed.public_data()),
+        ("billing.invoice.created", invoice_data(finalized)),
+    ]
+    if finalized.status == "paid":
+        events.append(("billing.invoice.paid", invoice_data(finalized)))
+    billing.publish(organization_id, now, *events)
+    return PlanChanged(changed, finalized)
+
+
+def _change_payment_method(billing: Billing, sub: Subscription) -> PaymentMethod | None:
+    """The subscription's method, or the organization's default when it has none (or it was removed)."""
+    if sub.payment_method_id is not None:
+        try:
+            return billing.payment_methods.get(sub.organization_id, sub.payment_method_id)
+        except PaymentMethodNotFound:
+            pass
+    return _payment_method(billing, sub.organization_id, None)
+
+
+@dataclass(frozen=True)
+class _Change:
+    """A paid change being carried out: decided on ``base`` (the version read) at ``now``."""
+
+    billing: Billing
+    base: Subscription
+    plan: Plan
+    decision: ChangeDecision
+    now: datetime
+
+
+def _charge_change(change: _Change, draft: Invoice) -> PlanChanged:
+    billing, current, now = change.billing, change.base, change.now
+    method = _change_payment_method(billing, current)
+    if method is None:
+        raise PaymentMethodRequired("This change is charged at once; add a payment method first.")
+    for attempt in range(1, MAX_CHANGE_TRIES + 1):
+        candidate = draft.model_copy(update={"id": change_invoice_id(current, attempt)})
+        claim = Payment(
+            organization_id=candidate.organization_id,
+            reference=charge_reference(candidate.id, FIRST_ATTEMPT),
+            purpose="invoice",
+            subject_id=candidate.id,
+            attempt=FIRST_ATTEMPT,
+            gateway=method.gateway,
+            payment_method_id=method.id,
+            amount=candidate.amount_due,
+            currency=candidate.currency,
+            status="processing",
+            created_at=now,
+            updated_at=now,
+        )
+        existing = billing.payments.claim(claim)
+        if existing is None:  # ours: no other request may charge this change of this version
+            return _charge_claimed_change(change, candidate, method, claim)
+        if existing.status == "failed":  # a declined try: the next one gets its own reference
+            _void_unpaid_change_invoice(billing, existing, now)
+            continue
+        # Another request holds this try. What it charges is its invoice if stored (a proration
+        # computed a few seconds apart differs), else what we would charge.
+        charged = _stored_invoice_or(billing, candidate)
+        if charged.status == "paid":
+            # An asynchronous payment of this change settled; applying it on settlement is not built
+            # yet, and charging the same change again would make the customer pay twice.
+            raise VersionConflict(
+                f"A change of this subscription was paid on invoice {charged.id} and is not applied "
+                "yet; contact support."
+            )
+        if (existing.amount, existing.currency) != (charged.amount_due, charged.currency):
+            raise VersionConflict(
+                "Another change of this subscription is being paid; read the subscription again."
+            )
+        if existing.status == "processing":
+            if now - existing.updated_at < ABANDONED_CHARGE:
+                raise VersionConflict(
+                    "This change is being charged by another request; read the subscription again shortly."
+                )
+            return _charge_claimed_change(change, charged, method, existing)
+        # succeeded or pending: an earlier request charged this very change and did not finish
+        # recording it (it crashed, or is finishing right now): finish it, never charge again.
+        return _record_change_payment(change, charged, existing)
+    raise PaymentDeclined(
+        f"{MAX_CHANGE_TRIES} charges for this change were declined; use another payment method or "
+        "contact support.",
+        gateway=method.gateway,
+    )
+
+
+def _charge_claimed_change(
+    change: _Change, candidate: Invoice, method: PaymentMethod, claim: Payment
+) -> PlanChanged:
+    billing = change.billing
+    try:
+        # ``charge_invoice_attempt`` finds our claim and carries it out (its "left processing" path).
+        payment = charge_invoice(billing, candidate, method, FIRST_ATTEMPT, change.now)
+    except (PaymentDeclined, GatewayUnavailable):
+        # A decline is recorded as failed and a gateway fault released the claim already; a fault
+        # before the gateway was asked (its customer record) leaves our claim: release it, so the
+        # same change can be tried again at once. Nothing else was written.
+        billing.payments.release_claim(claim.organization_id, claim.reference, claim.version)
+        raise
+    return _record_change_payment(change, candidate, payment)
+
+
+def _void_unpaid_change_invoice(billing: Billing, failed: Payment, now: datetime) -> None:
+    """An asynchronous try that expired left its invoice open: void it, so nobody pays for a change
+    that was not made. A declined card never stored one."""
+    try:
+        invoice = billing.invoices.get(failed.organization_id, failed.subject_id)
+    except InvoiceNotFound:
+        return
+    if invoice.status in inv.UNPAID_STATUSES:
+        try:
+            billing.invoices.replace(inv.void(invoice, now), invoice.version)
+        except VersionConflict:
+            logger.info("change invoice moved while voiding it", extra={"invoice_id": invoice.id})
+
+
+def _stored_invoice_or(billing: Billing, candidate: Invoice) -> Invoice:
+    try:
+        return billing.invoices.get(candidate.organization_id, candidate.id)
+    except InvoiceNotFound:
+        return candidate
+
+
+def _stored_change_invoice(billing: Billing, candidate: Invoice, now: datetime) -> Invoice:
+    """The change's invoice, numbered: written and finalized now, or as an earlier request left it."""
+    try:
+        stored = billing.invoices.get(candidate.organization_id, candidate.id)
+    except InvoiceNotFound:
+        billing.invoices.save_draft(candidate)  # VersionConflict if a racing request just did
+        stored = candidate
+    return billing.invoices.finalize(stored, now) if stored.status == "draft" else stored
+
+
+def _record_change_payment(change: _Change, candidate: Invoice, payment: Payment) -> PlanChanged:
+    billing, base, now = change.billing, change.base, change.now
+    org = base.organization_id
+    invoice = _stored_change_invoice(billing, candidate, now)
+    if payment.status != "succeeded":  # pending: the plan stays until the payment settles
+        if invoice.payment_url is not None or invoice.status not in inv.UNPAID_STATUSES:
+            return PlanChanged(base, invoice)
+        awaiting = invoice.model_copy(
+            update={
+                "payment_url": payment.payment_url,
+                "gateway_invoice_id": payment.reference if payment.gateway == "midtrans" else None,
+                "version": invoice.version + 1,
+                "updated_at": now,
+            }
+        )
+        billing.invoices.replace(awaiting, invoice.version)
+        billing.publish(org, now, ("billing.invoice.created", invoice_data(awaiting)))
+        return PlanChanged(base, awaiting)
+    if invoice.status != "open":
+        raise VersionConflict(f"Invoice {invoice.id} was already recorded; read the subscription again.")
+    paid = inv.mark_paid(invoice, payment.amount, now)
+    changed = _commit_paid_change(change, invoice, paid)
+    billing.publish(
+        org,
+        now,
+        ("billing.subscription.updated", changed.public_data()),
+        ("billing.invoice.created", invoice_data(invoice)),
+        ("billing.invoice.paid", invoice_data(paid)),
+    )
+    return PlanChanged(changed, paid)
+
+
+def _commit_paid_change(change: _Change, finalized: Invoice, paid: Invoice) -> Subscription:
+    """Write the changed subscription with its paid invoice, in ONE transaction.
+
+    The charge is made, so the change should land: if the subscription moved meanwhile (another
+    write between our read and now), it is read again and the change applied to it, provided it
+    would invoice exactly the lines that were paid (``expected_version`` was checked when the
+    request began, before the charge; a write that kept the terms does not undo a paid change).
+    Otherwise (cancelled, suspended, repriced) the paid invoice is recorded on its own, the payment
+    flagged for a refund in the logs, and 409."""
+    billing, base, plan, decision, now = change.billing, change.base, change.plan, change.decision, change.now
+    org = base.organization_id
+    for _ in range(MAX_CHANGE_COMMITS):
+        changed = subs.apply_change(base, decision, plan, now)
+        try:
+            billing.subscriptions.save(changed, base.version, invoices=[(paid, finalized.version)])
+            return changed
+        except VersionConflict:
+            fresh = billing.subscriptions.current(org)
+        if fresh is None or fresh.id != base.id or fresh.version == base.version:
+            break  # gone, replaced, or the invoice (not the subscription) moved: another request recorded it
+        try:
+            again = subs.preview_change(fresh, plan, decision.billing_cycle, now)
+        except BillingError:
+            break
+        if not again.immediate or again.lines != decision.lines:
+            break
+        base, decision = fresh, again
+    billing.invoices.replace(paid, finalized.version)  # VersionConflict: another request recorded it
+    logger.error(
+        "a paid plan change could not be applied; refund the payment",
+        extra={"organization_id": org, "subscription_id": base.id, "invoice_id": paid.id},
+    )
+    billing.publish(
+        org,
+        now,
+        ("billing.invoice.created", invoice_data(finalized)),
+        ("billing.invoice.paid", invoice_data(paid)),
+    )
+    raise VersionConflict(
+        f"The subscription changed while the change was being charged; the payment is recorded on "
+        f"invoice {paid.id} and the plan was not changed. Contact support for a refund."
+    )
+
+
+# -- operators --------------------------------------------------------------------------------------
+# Operator services act on the organization they are given (the path's), not on the caller's: the
+# operator routes check the ``billing:operator`` scope before any of this runs.
+class EnterpriseActivated(NamedTuple):
+    subscription: Subscription
+    invoice: Invoice  # the first period's invoice: open, due after the payment terms
+
+
+def activate_enterprise_terms(
+    billing: Billing,
+    organization_id: str,
+    *,
+    price_monthly: int,
+    currency: Currency,
+    cycle: BillingCycle,
+    limits: Limits,
+    features: Features,
+    payment_terms_days: int,
+    now: datetime,
+) -> EnterpriseActivated:
+    """Put the organization on Enterprise custom terms, active from ``now`` (``subs.activate_enterprise``).
+
+    Enterprise pays by invoice: the first period (less the unused paid time of a live subscription
+    it converts) is invoiced at once, ``open`` and due ``payment_terms_days`` from now, and NOT
+    charged to any card. The subscription and the draft are written in one transaction (a live
+    subscription at the version read, else replacing a cancelled one or none), then the invoice is
+    numbered. A converted subscription must already be billed in ``currency`` (422
+    ``currency_mismatch``): its credit is in that currency. A suspended organization is refused
+    (403 ``organization_suspended``): unsuspend it first.
+    """
+    existing = billing.subscriptions.current(organization_id)
+    decision = subs.activate_enterprise(
+        organization_id,
+        existing,
+        price_monthly=price_monthly,
+        currency=currency,
+        cycle=cycle,
+        limits=limits,
+        features=features,
+        payment_terms_days=payment_terms_days,
+        at=now,
+    )
+    subscription = decision.subscription
+    converted = existing is not None and existing.id == subscription.id
+    if existing is not None and converted and existing.currency != currency:
+        raise CurrencyMismatch(
+            f"The subscription is billed in {existing.currency}; Enterprise terms in {currency} "
+            "would credit its unused time in another currency."
+        )
+    draft = inv.draft_invoice(
+        organization_id=organization_id,
+        subscription_id=subscription.id,
+        billing_reason=decision.billing_reason,
+        currency=currency,
+        lines=decision.first_invoice_lines or [],
+        tax=billing.catalog.tax_rate(currency),
+        period_start=_required(subscription.current_period_start),
+        period_end=_required(subscription.current_period_end),
+        due_date=now + timedelta(days=payment_terms_days),
+        now=now,
+    )
+    if existing is not None and converted:
+        billing.subscriptions.save(subscription, existing.version, invoices=[(draft, None)])
+    else:
+        billing.subscriptions.create(subscription, replacing=existing, invoices=[draft])
+    invoice = billing.invoices.finalize(draft, now)  # nothing due (a price of 0): paid at once
+    kind: EventType = "billing.subscription.updated" if converted else "billing.subscription.created"
+    events: list[tuple[EventType, dict[str, Any]]] = [
+        (kind, subscription.public_data()),
+        ("billing.invoice.created", invoice_data(invoice)),
+    ]
+    if invoice.status == "paid":
+        events.append(("billing.invoice.paid", invoice_data(invoice)))
+    billing.publish(organization_id, now, *events)
+    return EnterpriseActivated(subscription, invoice)
+
+
+def _is_free_stand_in(sub: Subscription) -> bool:
+    """A suspended organization on Free is stored as the Free stand-in with an id: no period, no price."""
+    return sub.plan == FREE_PLAN and sub.price == 0 and sub.current_period_start is None
+
+
+def suspend_organization(billing: Billing, organization_id: str, reason: str, now: datetime) -> Subscription:
+    """Suspend: reads allowed, writes refused (403 ``organization_suspended``). An organization on
+    Free (nothing stored, or a cancelled subscription) gets the Free stand-in stored, suspended, so
+    that subscribing is refused too; ``unsuspend_organization`` removes it again. 409
+    ``already_suspended`` when suspended."""
+    existing = billing.subscriptions.current(organization_id)
+    if existing is not None and existing.status != "cancelled":
+        suspended = subs.suspend(existing, reason, now)
+        billing.subscriptions.save(suspended, existing.version)
+    else:
+        free = subs.free_subscription(organization_id, billing.catalog.plan(FREE_PLAN), now)
+        suspended = subs.suspend(free.model_copy(update={"id": new_id("sub")}), reason, now)
+        billing.subscriptions.create(suspended, replacing=existing)
+    billing.publish(organization_id, now, ("billing.subscription.updated", suspended.public_data()))
+    return suspended
+
+
+def unsuspend_organization(billing: Billing, organization_id: str, now: datetime) -> Subscription:
+    """Lift a suspension: back to the status it interrupted (an organization on Free: back to Free,
+    nothing stored). 409 ``not_suspended`` otherwise. Timers that found nothing to do while
+    suspended are not re-armed here: the renewal sweep picks an overdue renewal up by itself."""
+    existing = billing.subscriptions.current(organization_id)
+    if existing is None:
+        raise NotSuspended()
+    restored = subs.unsuspend(existing, now)
+    if _is_free_stand_in(restored):
+        billing.subscriptions.delete(existing)
+        restored = subs.free_subscription(organization_id, billing.catalog.plan(FREE_PLAN), now)
+    else:
+        billing.subscriptions.save(restored, existing.version)
+    billing.publish(organization_id, now, ("billing.subscription.updated", restored.public_data()))
+    return restored

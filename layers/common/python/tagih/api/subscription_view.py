@@ -1,0 +1,60 @@
+"""How the API shows a subscription (API.md fields, whole-second timestamps), shared by the
+subscriptions and operator functions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tagih import clock
+from tagih.domain.catalog import Features, Limits
+from tagih.domain.subscriptions import (
+    BillingCycle,
+    ScheduledChange,
+    Subscription,
+    SubscriptionAddon,
+    SubscriptionStatus,
+)
+from tagih.gateways.port import GatewayName
+
+
+class SubscriptionView(BaseModel):
+    id: str | None = Field(description="`null` for Free: an organization on Free has no subscription.")
+    organization_id: str
+    plan: str
+    plan_name: str
+    status: SubscriptionStatus
+    billing_cycle: BillingCycle
+    cancel_at_period_end: bool
+    trial_ends_at: datetime | None
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    grace_period_ends_at: datetime | None
+    cancelled_at: datetime | None
+    scheduled_change: ScheduledChange | None
+    payment_method_id: str | None
+    payment_gateway: GatewayName | None
+    gateway_customer_id: str | None
+    gateway_subscription_id: str | None
+    limits: Limits
+    features: Features
+    addons: list[SubscriptionAddon]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, subscription: Subscription) -> SubscriptionView:
+        return cls.model_validate(_whole_seconds(subscription.public_data()))
+
+
+def _whole_seconds(data: dict[str, Any]) -> dict[str, Any]:
+    """The API's timestamps have whole seconds (``…T12:00:00Z``)."""
+    return {
+        key: clock.to_rfc3339(clock.parse_rfc3339(value))
+        if isinstance(value, str) and key.endswith(("_at", "_start", "_end"))
+        else value
+        for key, value in data.items()
+    }
