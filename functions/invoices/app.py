@@ -1,4 +1,5 @@
-"""Invoices: what an organization owes, newest first (any member reads).
+"""Invoices: what an organization owes, newest first (any member reads), each as a PDF, and "pay now"
+(admins and owners, the kernel's default for writes).
 
 Neither events nor responses are logged or traced: an invoice's ``hosted_invoice_url`` carries the
 token that opens its hosted page without auth.
@@ -6,18 +7,28 @@ token that opens its hosted page without auth.
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
 
+from tagih import clock
 from tagih.api.app import create_resolver
 from tagih.api.invoice_view import InvoiceView
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
+from tagih.domain import collection
 from tagih.domain.invoices import InvoiceStatus
+from tagih.invoices_pdf.service import organization_invoice_pdf
+from tagih.invoices_pdf.storage import PDF_TYPE, default_pdf_cache
+from tagih.store.accounts import default_account_items
 from tagih.store.invoices import default_invoice_items
+from tagih.wiring import default_billing
 
 logger = Logger()
 tracer = Tracer()
@@ -30,6 +41,31 @@ InvoiceId = Annotated[str, Path(min_length=1, max_length=64)]
 StatusFilter = Annotated[
     InvoiceStatus | None, Query(description="Only invoices in this status; all of them when absent.")
 ]
+PDF_RESPONSES: dict[int, OpenAPIResponse] = {
+    200: {
+        "description": "The invoice as a PDF (`curl … -o invoice.pdf`).",
+        "content": {PDF_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    },
+}
+PAY_RESPONSES: dict[int, OpenAPIResponse] = {
+    # Listed, since a route's own responses replace the one Powertools derives from its return type.
+    200: {
+        "description": "The invoice: `paid`, or still `open` with the pending payment's `payment_url` "
+        "and `gateway_invoice_id`.",
+        "content": {"application/json": {"model": InvoiceView}},
+    },
+    402: {"description": "`payment_failed`: the charge was declined; the invoice is unchanged."},
+    409: {"description": "`invoice_not_payable`: the invoice is paid, void or a draft."},
+    503: {"description": "`gateway_unavailable`: the gateway did not answer; nothing was charged."},
+}
+
+
+class PayInvoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payment_method_id: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, description="Default: the organization's default payment method."
+    )
 
 
 # -- routes ------------------------------------------------------------------------------------------
@@ -44,6 +80,57 @@ def list_invoices(
 @app.get("/billing/invoices/<invoice_id>", summary="Get an invoice", tags=TAGS)
 def get_invoice(invoice_id: InvoiceId) -> InvoiceView:
     invoice = default_invoice_items().get(app.auth.organization_id, invoice_id)
+    return InvoiceView.of(invoice)
+
+
+@app.get(
+    "/billing/invoices/<invoice_id>/pdf",
+    summary="Download an invoice as a PDF",
+    description="Rendered once per version of the invoice and kept on S3; a draft reads DRAFT.",
+    tags=TAGS,
+    responses=PDF_RESPONSES,
+)
+def get_invoice_pdf(invoice_id: InvoiceId) -> Response[str]:
+    pdf = organization_invoice_pdf(
+        default_invoice_items(),
+        default_account_items(),
+        default_pdf_cache(),
+        app.auth.organization_id,
+        invoice_id,
+    )
+    logger.info("invoice pdf", extra={"invoice_id": invoice_id, "rendered": pdf.rendered})
+    response: Response[str] = Response(
+        status_code=200,
+        content_type=PDF_TYPE,
+        # Already base64: with validation on, Powertools serializes a bytes body as UTF-8 text, which
+        # a PDF is not. API Gateway decodes it for the client (isBase64Encoded), so curl -o gets bytes.
+        body=base64.b64encode(pdf.content).decode("ascii"),
+        headers={
+            "Content-Disposition": f'inline; filename="{pdf.filename}"',
+            "Cache-Control": "private, no-cache",
+        },
+    )
+    response.base64_encoded = True
+    return response
+
+
+@app.post(
+    "/billing/invoices/<invoice_id>/pay",
+    summary="Pay an invoice now",
+    description="Charges what is due to the given method or the default one: `paid`, or still `open` "
+    "with `payment_url` / `gateway_invoice_id` for virtual accounts and e-wallets.",
+    tags=TAGS,
+    responses=PAY_RESPONSES,
+)
+def pay_invoice(invoice_id: InvoiceId, body: PayInvoice | None = None) -> InvoiceView:
+    invoice = collection.pay_invoice(
+        default_billing(),
+        organization_id=app.auth.organization_id,
+        invoice_id=invoice_id,
+        payment_method_id=body.payment_method_id if body else None,
+        now=clock.now(),
+    )
+    logger.info("invoice pay now", extra={"invoice_id": invoice_id, "status": invoice.status})
     return InvoiceView.of(invoice)
 
 

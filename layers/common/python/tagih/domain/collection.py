@@ -1,0 +1,184 @@
+"""Collecting an invoice now: ``POST /billing/invoices/{id}/pay`` ("pay now").
+
+An open, overdue or uncollectible invoice is charged at once to the method the caller names, or the
+organization's default. Uncollectible is payable on purpose, as ``invoices.mark_paid`` allows: money
+offered after dunning gave up is taken, not refused. Paid, void and draft invoices are refused with
+409 ``invoice_not_payable`` (the message says which).
+
+Outcomes, through the same code as every other charge (``billing.charge_invoice`` → one payment
+record per attempt, charged at most once):
+
+- succeeded → the invoice is paid through ``billing.InvoicePaymentListener``, the very path a gateway
+  notification takes: ``mark_paid`` + ``replace`` (conditioned on ``version``), ``billing.invoice.paid``,
+  and an ``incomplete`` subscription whose first invoice this is becomes active;
+- pending (virtual account, e-wallet, Snap, 3-D Secure) → the invoice stays open and carries the
+  payment's ``payment_url`` and, for Midtrans, its order id as ``gateway_invoice_id``; the
+  notification pays it later;
+- declined → ``PaymentDeclined`` (402 ``payment_failed``): the invoice is unchanged; the failed
+  attempt is recorded by ``domain.payments``, and no event is published (the caller is told now).
+
+Attempt numbers (``next_attempt``). A charge's reference is ``<invoice id>-a<attempt>`` (the Midtrans
+order id, the Stripe idempotency key), and ``payments`` never charges one reference twice. So the
+attempt is chosen from what is recorded, not from a counter: the lowest attempt with no payment yet,
+except that
+
+- an attempt already succeeded (the money was taken, the invoice never heard: a crash, a lost
+  response) settles the invoice with that payment and charges nothing;
+- an attempt still open (``processing`` after a crash, ``pending`` transfer or pay page) with the same
+  method and amount is asked again: the payer gets the same virtual account or pay link rather than a
+  second one that could be paid twice, and two concurrent pay-now calls share one reference (the
+  second finds the first's claim), so they never charge twice.
+
+``retry_count + 2`` would not do: it ignores earlier pay-now attempts (a second pay-now after a
+decline would replay the decline without asking the gateway) and collides with a dunning retry's
+reference. Dunning should pick its attempt with ``next_attempt`` as well. Reading the attempts costs one
+GetItem per earlier attempt of the invoice: a handful at most.
+
+Idempotency-Key is the kernel's (the whole response is replayed); without one, a repeated call of a
+paid invoice is 409 ``invoice_not_payable``, never a second charge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tagih.domain.billing import Billing, InvoicePaymentListener, charge_invoice
+from tagih.domain.errors import (
+    Conflict,
+    InvalidField,
+    InvoiceNotPayable,
+    PaymentMethodRequired,
+    VersionConflict,
+)
+from tagih.domain.invoices import Invoice
+from tagih.domain.payment_methods import PaymentMethod
+from tagih.domain.payments import OPEN_STATUSES, Payment, PaymentSettled, PaymentStore
+from tagih.gateways.port import charge_reference
+
+PAYABLE_STATUSES: frozenset[str] = frozenset({"open", "overdue", "uncollectible"})
+MIDTRANS_CURRENCY = "IDR"
+MAX_ATTEMPTS = 99  # far beyond any real invoice; only a bug loops this long
+WRITE_TRIES = 3  # a notification or timer may move the invoice between our read and write
+_REFUSALS = {
+    "paid": "it is already paid",
+    "void": "it was voided",
+    "draft": "it is a draft and has not been issued",
+}
+
+
+@dataclass(frozen=True)
+class AttemptPlan:
+    attempt: int
+    settled: Payment | None = None  # an earlier attempt that already took the money
+
+
+def refuse_unless_payable(invoice: Invoice) -> None:
+    if invoice.status not in PAYABLE_STATUSES:
+        reason = _REFUSALS.get(invoice.status, f"it is {invoice.status}")
+        raise InvoiceNotPayable(f"Invoice {invoice.id} cannot be paid: {reason}.")
+    if invoice.amount_due <= 0:
+        raise InvoiceNotPayable(f"Invoice {invoice.id} has nothing due.")
+
+
+def payment_method_for(
+    billing: Billing, organization_id: str, payment_method_id: str | None
+) -> PaymentMethod:
+    """The named method (404 for another organization's), else the default; 422 when there is none."""
+    if payment_method_id is not None:
+        return billing.payment_methods.get(organization_id, payment_method_id)
+    pointer = billing.payment_methods.default_pointer(organization_id)
+    if pointer is None:
+        raise PaymentMethodRequired(
+            "The organization has no payment method: add one (POST /billing/payment-methods) "
+            "or name one in payment_method_id."
+        )
+    return billing.payment_methods.get(organization_id, pointer.payment_method_id)
+
+
+def next_attempt(payments: PaymentStore, invoice: Invoice, method: PaymentMethod) -> AttemptPlan:
+    """Which attempt to charge (see the module's docstring)."""
+    reusable: int | None = None
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        recorded = payments.get(invoice.organization_id, charge_reference(invoice.id, attempt))
+        if recorded is None:
+            return AttemptPlan(reusable or attempt)
+        if recorded.status == "succeeded" and recorded.purpose == "invoice":
+            return AttemptPlan(attempt, settled=recorded)
+        if (
+            recorded.status in OPEN_STATUSES
+            and recorded.payment_method_id == method.id
+            and recorded.amount == invoice.amount_due
+        ):
+            reusable = attempt
+    raise Conflict(f"Invoice {invoice.id} has had {MAX_ATTEMPTS} charge attempts; contact support.")
+
+
+def pay_invoice(
+    billing: Billing,
+    *,
+    organization_id: str,
+    invoice_id: str,
+    payment_method_id: str | None,
+    now: datetime,
+) -> Invoice:
+    """Charge what ``invoice_id`` has due now; the invoice as it stands afterwards."""
+    invoice = billing.invoices.get(organization_id, invoice_id)
+    refuse_unless_payable(invoice)
+    method = payment_method_for(billing, organization_id, payment_method_id)
+    if method.gateway == "midtrans" and invoice.currency != MIDTRANS_CURRENCY:
+        raise InvalidField(
+            "payment_method_id", f"Midtrans charges IDR only; this invoice is in {invoice.currency}."
+        )
+    plan = next_attempt(billing.payments, invoice, method)
+    if plan.settled is not None:
+        return _settle(billing, invoice, plan.settled)
+    payment = charge_invoice(billing, invoice, method, plan.attempt, now)  # PaymentDeclined: 402
+    if payment.status == "succeeded":
+        return _settle(billing, invoice, payment)
+    return _await_payment(billing, invoice, payment, now)
+
+
+def _settle(billing: Billing, invoice: Invoice, payment: Payment) -> Invoice:
+    """Pay ``invoice`` with ``payment`` exactly as a gateway notification would (idempotent)."""
+    settled = PaymentSettled(
+        organization_id=payment.organization_id,
+        reference=payment.reference,
+        purpose=payment.purpose,
+        subject_id=invoice.id,
+        gateway=payment.gateway,
+        amount=payment.amount,
+        currency=payment.currency,
+        gateway_charge_id=payment.gateway_charge_id,
+        settled_at=payment.updated_at,
+    )
+    listener = InvoicePaymentListener(billing)
+    for _ in range(WRITE_TRIES):
+        try:
+            listener.on_payment_settled(settled)  # re-reads the invoice; a paid one is left alone
+        except VersionConflict:
+            continue  # moved meanwhile (a notification of this very payment, a timer): again
+        return billing.invoices.get(invoice.organization_id, invoice.id)
+    raise VersionConflict(f"Invoice {invoice.id} kept changing while its payment was recorded; retry.")
+
+
+def _await_payment(billing: Billing, invoice: Invoice, payment: Payment, now: datetime) -> Invoice:
+    """Keep where and how the payer completes ``payment`` on the invoice (still open)."""
+    current = invoice
+    for _ in range(WRITE_TRIES):
+        if current.status not in PAYABLE_STATUSES:
+            return current  # paid meanwhile (the transfer's notification beat us)
+        update = {
+            "payment_url": payment.payment_url,
+            "gateway_invoice_id": payment.reference if payment.gateway == "midtrans" else None,
+        }
+        if all(getattr(current, name) == value for name, value in update.items()):
+            return current
+        awaiting = current.model_copy(update={**update, "version": current.version + 1, "updated_at": now})
+        try:
+            billing.invoices.replace(awaiting, current.version)
+        except VersionConflict:
+            current = billing.invoices.get(invoice.organization_id, invoice.id)
+            continue
+        return awaiting
+    raise VersionConflict(f"Invoice {invoice.id} kept changing while its payment was recorded; retry.")
