@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import boto3
 import pytest
 
+from tests.conftest import TABLE_NAME
 from tests.fakes.lambda_runtime import FakeLambdaContext, http_event, principal
 from tests.integration import kernel_app
 from tests.integration.kernel_app import app
@@ -155,3 +157,20 @@ def test_a_form_body_is_malformed_json() -> None:
     assert status == 400
     assert_error(body, "malformed_json")
     assert kernel_app.calls == []
+
+
+def test_a_suspended_organization_reads_but_writes_nothing() -> None:
+    boto3.resource("dynamodb").Table(TABLE_NAME).put_item(
+        Item={"PK": "ORG#org_1", "SK": "SUBSCRIPTION", "status": "suspended", "plan": "pro"}
+    )
+
+    read, _, _ = call(http_event("GET", "/billing/things", authorizer=principal()))
+    status, body, _ = call(http_event("POST", "/billing/things", body={"name": "x"}, authorizer=principal()))
+
+    assert read == 200
+    assert status == 403
+    assert_error(body, "organization_suspended")
+    assert kernel_app.calls == []
+    # Operator routes (a scope, not a role) are how the organization is unsuspended.
+    ops, _, _ = call(http_event("POST", "/billing/ops", authorizer=principal(scopes="billing:operator")))
+    assert ops == 200

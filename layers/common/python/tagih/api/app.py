@@ -1,8 +1,8 @@
 """The resolver every HTTP function uses: validation, auth, roles, idempotency, errors.
 
-Order of a request: body size → authorizer context → the route's role or scope → Idempotency-Key
-(POST) → Powertools validation → route. Everything that can refuse a request before routing runs
-first, so an unauthenticated caller learns nothing from a 422.
+Order of a request: body size → authorizer context → the route's role or scope → suspension
+(writes) → Idempotency-Key (POST) → Powertools validation → route. Everything that can refuse a
+request before routing runs first, so an unauthenticated caller learns nothing from a 422.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from tagih.api.errors import (
 )
 from tagih.api.idempotency import MAX_KEY_LENGTH, run_idempotent
 from tagih.config import get_settings
-from tagih.domain.errors import BillingError, PayloadTooLarge, RouteNotFound
+from tagih.domain.errors import BillingError, OrganizationSuspended, PayloadTooLarge, RouteNotFound
+from tagih.store.organizations import is_suspended
 
 # Same service (from POWERTOOLS_SERVICE_NAME) as the handler's Logger, so both share one formatter and keys.
 logger = Logger()
@@ -152,6 +153,10 @@ class TagihResolver(APIGatewayHttpResolver):
             role="member" if method in READ_METHODS else "admin"
         )
         policy.check(auth)
+        # A suspended organization reads but changes nothing (API.md); operator routes (a scope,
+        # not a role) are how it is unsuspended, so they are not refused.
+        if method not in READ_METHODS and policy.scope is None and is_suspended(auth.organization_id):
+            raise OrganizationSuspended()
         return auth
 
     def _build_response_dict(self, response: Response[Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from tagih.domain.accounts import (
 from tagih.domain.errors import BillingAccountInUse, BillingAccountNotFound, VersionConflict
 from tagih.gateways.port import GatewayName
 from tagih.store.items import from_item, to_item
+from tagih.store.organizations import org_pk, subscription_key
 from tagih.store.table import table
 from tagih.store.transactions import transact
 
@@ -34,12 +35,7 @@ if TYPE_CHECKING:
 
 ACCOUNT_PREFIX = "ACCOUNT#"
 DEFAULT_ACCOUNT_SK = "DEFAULT#ACCOUNT"
-SUBSCRIPTION_SK = "SUBSCRIPTION"
 ABSENT = "attribute_not_exists(PK)"
-
-
-def org_pk(organization_id: str) -> str:
-    return f"ORG#{organization_id}"
 
 
 def account_key(organization_id: str, account_id: str) -> dict[str, str]:
@@ -48,10 +44,6 @@ def account_key(organization_id: str, account_id: str) -> dict[str, str]:
 
 def default_account_key(organization_id: str) -> dict[str, str]:
     return {"PK": org_pk(organization_id), "SK": DEFAULT_ACCOUNT_SK}
-
-
-def subscription_key(organization_id: str) -> dict[str, str]:
-    return {"PK": org_pk(organization_id), "SK": SUBSCRIPTION_SK}
 
 
 def gateway_customer_index_key(gateway: GatewayName, customer_id: str) -> dict[str, str]:
