@@ -319,7 +319,7 @@ class InvoicePaymentListener:
         paid = inv.mark_paid(invoice, settled.amount, at)
         subscription = billing.subscriptions.current(org)
         activated = (
-            subs.activate_after_first_payment(subscription, at)
+            _paid_up(subscription, at)
             if subscription is not None and subscription.id == invoice.subscription_id
             else None
         )
@@ -341,6 +341,16 @@ class InvoicePaymentListener:
         logger.info(
             "invoice payment failed", extra={"invoice_id": failed.subject_id, "reason": failed.reason}
         )
+
+
+def _paid_up(subscription: Subscription, at: datetime) -> Subscription | None:
+    """What paying its open invoice makes of a subscription: a first invoice activates it, the
+    invoice after a trial converts it, a dunned one recovers it; anything else is unchanged."""
+    return (
+        subs.activate_after_first_payment(subscription, at)
+        or subs.trial_converted(subscription, at)
+        or subs.payment_recovered(subscription, at)
+    )
 
 
 def invoice_data(invoice: Invoice) -> dict[str, Any]:
