@@ -1,9 +1,17 @@
-"""The single source of "now". Business logic asks ``now()``; tests pass a fixed clock."""
+"""The single source of "now". Business logic asks ``now()``; tests pass a fixed clock.
+
+Outside prod an organization may own a test clock (DESIGN.md "Time and test clocks"): the API
+kernel runs that organization's request inside ``frozen(its frozen time)``, so every ``now()`` of
+the request answers the frozen moment without any caller knowing about test clocks. The override is
+a context variable: it ends with the ``with`` block and never leaks into another request.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 
 Clock = Callable[[], datetime]
@@ -13,8 +21,23 @@ def system_now() -> datetime:
     return datetime.now(UTC)
 
 
+_frozen_now: ContextVar[datetime | None] = ContextVar("tagih_frozen_now", default=None)
+
+
 def now() -> datetime:
-    return system_now()
+    """Wall time, or the frozen moment of the test clock the current request runs under."""
+    moment = _frozen_now.get()
+    return moment if moment is not None else system_now()
+
+
+@contextmanager
+def frozen(moment: datetime) -> Iterator[datetime]:
+    """Within the block ``now()`` answers ``moment`` (a test clock's frozen time)."""
+    token = _frozen_now.set(moment.astimezone(UTC))
+    try:
+        yield moment
+    finally:
+        _frozen_now.reset(token)
 
 
 def to_rfc3339(moment: datetime) -> str:

@@ -3,6 +3,13 @@
 Order of a request: body size → authorizer context → the route's role or scope → suspension
 (writes) → Idempotency-Key (POST) → Powertools validation → route. Everything that can refuse a
 request before routing runs first, so an unauthenticated caller learns nothing from a 422.
+
+Test clocks (DESIGN.md "Time and test clocks"): outside prod, the route of an authenticated request
+runs inside ``clock.frozen(<the organization's frozen time>)`` when the organization owns a test
+clock. That costs one extra GetItem (``ORG#<org>``/``TESTCLOCK``) per request outside prod only; on
+prod nothing is read. Idempotency records keep wall time (the override wraps the route alone).
+Functions that never ask the time opt out (``test_clock=False``), as do operator routes (a scope):
+they act on another organization than the caller's.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, cast
 
 from aws_lambda_powertools import Logger
@@ -17,6 +25,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tagih import clock
 from tagih.api.auth import AuthContext, Role, auth_from_event
 from tagih.api.errors import (
     error_response,
@@ -29,6 +38,7 @@ from tagih.api.idempotency import MAX_KEY_LENGTH, run_idempotent
 from tagih.config import get_settings
 from tagih.domain.errors import BillingError, OrganizationSuspended, PayloadTooLarge, RouteNotFound
 from tagih.store.organizations import is_suspended
+from tagih.store.test_clocks import frozen_time_of
 
 # Same service (from POWERTOOLS_SERVICE_NAME) as the handler's Logger, so both share one formatter and keys.
 logger = Logger()
@@ -64,10 +74,12 @@ class TagihResolver(APIGatewayHttpResolver):
         service: str,
         authenticated: bool = True,
         policies: Mapping[str, RoutePolicy] | None = None,
+        test_clock: bool = True,
     ) -> None:
         super().__init__(enable_validation=True)
         self.service = service
         self.authenticated = authenticated
+        self.test_clock = test_clock
         self.policies = dict(policies or {})
         self.exception_handler(RequestValidationError)(self._on_validation_error)
         self.exception_handler(BillingError)(self._on_billing_error)
@@ -99,6 +111,10 @@ class TagihResolver(APIGatewayHttpResolver):
             if auth is not None:
                 self.context["auth"] = auth
                 logger.append_keys(organization_id=auth.organization_id)
+                frozen = self._frozen_time(auth, str(event.get("routeKey", "")))
+                if frozen is not None:
+                    with clock.frozen(frozen):
+                        return super(TagihResolver, self).resolve(event, context)
             return super(TagihResolver, self).resolve(event, context)
 
         key = (event.get("headers") or {}).get("idempotency-key")
@@ -159,6 +175,13 @@ class TagihResolver(APIGatewayHttpResolver):
             raise OrganizationSuspended()
         return auth
 
+    def _frozen_time(self, auth: AuthContext, route_key: str) -> datetime | None:
+        """The organization's test clock time, or None for wall time (always None on prod)."""
+        policy = self.policies.get(route_key)
+        if not self.test_clock or get_settings().is_prod or (policy is not None and policy.scope):
+            return None
+        return frozen_time_of(auth.organization_id)
+
     def _build_response_dict(self, response: Response[Any]) -> dict[str, Any]:
         return {
             "statusCode": response.status_code,
@@ -205,6 +228,12 @@ def _as_json_request(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_resolver(
-    service: str, *, authenticated: bool = True, policies: Mapping[str, RoutePolicy] | None = None
+    service: str,
+    *,
+    authenticated: bool = True,
+    policies: Mapping[str, RoutePolicy] | None = None,
+    test_clock: bool = True,
 ) -> TagihResolver:
-    return TagihResolver(service=service, authenticated=authenticated, policies=policies)
+    return TagihResolver(
+        service=service, authenticated=authenticated, policies=policies, test_clock=test_clock
+    )

@@ -256,3 +256,19 @@ class NotSuspended(Conflict):
 class SubscriptionNotFound(NotFound):
     code = "subscription_not_found"
     default_message = "No such subscription."
+
+
+# Test clocks (any stage but prod)
+class TestClockNotFound(NotFound):
+    code = "test_clock_not_found"
+    default_message = "This organization has no test clock."
+
+
+class TestClockExists(Conflict):
+    code = "test_clock_exists"
+    default_message = "This organization already has a test clock; advance it instead."
+
+
+class TestClockTooLate(Conflict):
+    code = "test_clock_too_late"
+    default_message = "A test clock is attached before the organization's first subscription."
