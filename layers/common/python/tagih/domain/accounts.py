@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
-from pydantic.networks import validate_email
 from pydantic_core import PydanticCustomError
 
 from tagih import clock
@@ -67,6 +66,11 @@ def _country(value: str) -> str:
 
 def _email(value: str) -> str:
     try:
+        # Loaded on the first email checked, not at import: pydantic.networks pulls in
+        # importlib.metadata and email-validator (≈60 ms), which every function importing this
+        # module would otherwise pay at cold start.
+        from pydantic.networks import validate_email
+
         return validate_email(value)[1]
     except PydanticCustomError as error:
         raise ValueError("Must be a valid email address.") from error
