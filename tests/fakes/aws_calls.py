@@ -50,3 +50,38 @@ def count_items_read() -> Iterator[Counter[str]]:
         yield counts
     finally:
         session.events.unregister("after-call.dynamodb", record)
+
+
+@contextmanager
+def after_succeeded_charge_is_recorded(action: Any) -> Iterator[None]:
+    """Run ``action()`` once, just before the first DynamoDB call that follows the write recording a
+    succeeded payment (``PAYMENT#…`` put with status ``succeeded``): what happens "after the money
+    was taken" — a crash (``action`` raises) or another request's write. Only the timing around the
+    code under test changes, through botocore's hooks; clients are reset so that new ones carry it."""
+    state = {"charged": False, "done": False, "running": False}
+    session = boto3._get_default_session()
+
+    def hook(model: Any, params: dict[str, Any], **_: Any) -> None:
+        if state["running"] or state["done"]:
+            return
+        if state["charged"]:
+            state["running"] = True
+            try:
+                state["done"] = True
+                action()
+            finally:
+                state["running"] = False
+            return
+        item = params.get("Item") or {}
+        sk = str((item.get("SK") or {}).get("S", ""))
+        status = str((item.get("status") or {}).get("S", ""))
+        if model.name == "PutItem" and sk.startswith("PAYMENT#") and status == "succeeded":
+            state["charged"] = True
+
+    reset_clients()
+    session.events.register("before-parameter-build.dynamodb", hook)
+    try:
+        yield
+    finally:
+        session.events.unregister("before-parameter-build.dynamodb", hook)
+        reset_clients()

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -154,3 +155,13 @@ def call_route(
         authorizer=principal(org, role),
     )
     return Answer(load_function(group, container).lambda_handler(event, FakeLambdaContext()))
+
+
+class PinnedClock:
+    """A settable wall clock for tests, installed through ``clock.use_wall_clock`` (the clock's port)."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at

@@ -16,7 +16,14 @@ from tagih import clock
 from tagih.clock import parse_rfc3339
 from tests.conftest import BUS_NAME, TABLE_NAME
 from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
-from tests.fakes.lambda_runtime import Answer, FakeLambdaContext, call_route, http_event, load_function
+from tests.fakes.lambda_runtime import (
+    Answer,
+    FakeLambdaContext,
+    PinnedClock,
+    call_route,
+    http_event,
+    load_function,
+)
 from tests.fakes.midtrans_server import running_midtrans_fake
 
 TARGET = "org_customer"
@@ -51,19 +58,12 @@ ENTERPRISE = {
 }
 
 
-class FrozenClock:
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
-
-
 @pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
-    now = FrozenClock(NOW)
-    monkeypatch.setattr(clock, "now", now)
-    return now
+def frozen() -> Iterator[PinnedClock]:
+    pinned = PinnedClock(NOW)
+    clock.use_wall_clock(pinned)
+    yield pinned
+    clock.use_wall_clock(None)
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_operator_routes_need_the_operator_scope(midtrans: MidtransFake) -> None
 
 
 def test_enterprise_activation_puts_custom_terms_in_force_with_an_open_invoice_on_payment_terms(
-    midtrans: MidtransFake, frozen: FrozenClock
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     events = event_queue(BUS_NAME)
 
@@ -170,7 +170,7 @@ def test_enterprise_activation_puts_custom_terms_in_force_with_an_open_invoice_o
 
 
 def test_enterprise_converts_a_live_subscription_crediting_its_unused_time(
-    midtrans: MidtransFake, frozen: FrozenClock
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     boto3.resource("dynamodb").Table(TABLE_NAME).put_item(
         Item={"PK": f"ORG#{TARGET}", "SK": "TRIALLED", "entity": "trial_marker"}
@@ -194,7 +194,7 @@ def test_enterprise_converts_a_live_subscription_crediting_its_unused_time(
 
 
 def test_suspension_allows_reads_refuses_writes_and_unsuspend_restores(
-    midtrans: MidtransFake, frozen: FrozenClock
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     trial = customer("POST", SUBS, {"plan": "pro"}).body
 
@@ -227,7 +227,7 @@ def test_suspension_allows_reads_refuses_writes_and_unsuspend_restores(
 
 
 def test_an_organization_on_free_is_suspended_too_and_returns_to_free(
-    midtrans: MidtransFake, frozen: FrozenClock
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     suspended = operate("suspend", body={"reason": "abuse"})
 

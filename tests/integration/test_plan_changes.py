@@ -19,10 +19,10 @@ import pytest
 from local.midtrans_fake import MidtransFake
 from tagih import clock
 from tagih.clock import parse_rfc3339
-from tagih.domain import billing
 from tests.conftest import BUS_NAME, TABLE_NAME
+from tests.fakes.aws_calls import after_succeeded_charge_is_recorded
 from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
-from tests.fakes.lambda_runtime import Answer, call_route
+from tests.fakes.lambda_runtime import Answer, PinnedClock, call_route
 from tests.fakes.midtrans_server import running_midtrans_fake
 
 ORG = "org_changes"
@@ -36,19 +36,12 @@ STARTED = datetime(2026, 3, 5, 8, 30, 0, tzinfo=UTC)
 CHANGED = STARTED + timedelta(days=10, hours=3, minutes=7, seconds=11)
 
 
-class FrozenClock:
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
-
-
 @pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
-    now = FrozenClock(STARTED)
-    monkeypatch.setattr(clock, "now", now)
-    return now
+def frozen() -> Iterator[PinnedClock]:
+    pinned = PinnedClock(STARTED)
+    clock.use_wall_clock(pinned)
+    yield pinned
+    clock.use_wall_clock(None)
 
 
 @pytest.fixture
@@ -107,7 +100,7 @@ def set_card_token(method_id: str, token: str) -> str:
     return saved
 
 
-def subscribed_to_pro(frozen: FrozenClock) -> dict[str, Any]:
+def subscribed_to_pro(frozen: PinnedClock) -> dict[str, Any]:
     """An active Pro subscription whose first invoice was paid by card at ``STARTED``."""
     mark_trialled()
     frozen.at = STARTED
@@ -150,7 +143,7 @@ def event_types(queue: str) -> list[str]:
 
 
 def test_an_upgrade_mid_period_invoices_the_proration_with_tax_and_charges_it_once(
-    midtrans: MidtransFake, frozen: FrozenClock, events: str
+    midtrans: MidtransFake, frozen: PinnedClock, events: str
 ) -> None:
     pro = subscribed_to_pro(frozen)
     [first] = invoices()
@@ -221,7 +214,7 @@ def test_an_upgrade_mid_period_invoices_the_proration_with_tax_and_charges_it_on
 
 
 def test_a_downgrade_is_scheduled_for_the_period_end_with_no_invoice(
-    midtrans: MidtransFake, frozen: FrozenClock
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     pro = subscribed_to_pro(frozen)
     frozen.at = CHANGED
@@ -243,7 +236,7 @@ def test_a_downgrade_is_scheduled_for_the_period_end_with_no_invoice(
 
 
 def test_the_preview_writes_nothing_and_shows_what_the_change_then_invoices(
-    midtrans: MidtransFake, frozen: FrozenClock
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     pro = subscribed_to_pro(frozen)
     frozen.at = CHANGED
@@ -271,7 +264,7 @@ def test_the_preview_writes_nothing_and_shows_what_the_change_then_invoices(
 
 
 def test_the_preview_of_a_downgrade_shows_the_scheduled_change_and_nothing_to_pay(
-    midtrans: MidtransFake, frozen: FrozenClock
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     pro = subscribed_to_pro(frozen)
     frozen.at = CHANGED
@@ -289,7 +282,7 @@ def test_the_preview_of_a_downgrade_shows_the_scheduled_change_and_nothing_to_pa
 
 
 def test_a_stale_expected_version_is_a_version_conflict_and_changes_nothing(
-    midtrans: MidtransFake, frozen: FrozenClock
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     pro = subscribed_to_pro(frozen)
     frozen.at = CHANGED
@@ -311,7 +304,7 @@ def test_a_stale_expected_version_is_a_version_conflict_and_changes_nothing(
 
 @pytest.mark.timeout(60)
 def test_two_concurrent_upgrades_one_wins_the_other_is_409_and_one_charge_is_made(
-    midtrans: MidtransFake, frozen: FrozenClock
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     pro = subscribed_to_pro(frozen)
     [first] = invoices()
@@ -335,7 +328,7 @@ def test_two_concurrent_upgrades_one_wins_the_other_is_409_and_one_charge_is_mad
 
 
 def test_a_declined_upgrade_is_402_keeps_the_plan_and_a_retry_charges_anew(
-    midtrans: MidtransFake, frozen: FrozenClock
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     pro = subscribed_to_pro(frozen)
     [first] = invoices()
@@ -364,7 +357,7 @@ def test_a_declined_upgrade_is_402_keeps_the_plan_and_a_retry_charges_anew(
 
 
 def test_a_change_during_the_trial_switches_at_once_without_an_invoice(
-    midtrans: MidtransFake, frozen: FrozenClock
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     trial = call("POST", SUBS, {"plan": "pro"}).body
     assert trial["status"] == "trialing"
@@ -381,7 +374,7 @@ def test_a_change_during_the_trial_switches_at_once_without_an_invoice(
     assert midtrans.charges == []
 
 
-def test_patch_changes_the_plan_like_post_change(midtrans: MidtransFake, frozen: FrozenClock) -> None:
+def test_patch_changes_the_plan_like_post_change(midtrans: MidtransFake, frozen: PinnedClock) -> None:
     pro = subscribed_to_pro(frozen)
     frozen.at = CHANGED
 
@@ -392,7 +385,7 @@ def test_patch_changes_the_plan_like_post_change(midtrans: MidtransFake, frozen:
     assert answer.body["prorated_invoice"]["total"] == expected_upgrade(pro, CHANGED)["total"]
 
 
-def test_members_may_preview_but_not_change(midtrans: MidtransFake, frozen: FrozenClock) -> None:
+def test_members_may_preview_but_not_change(midtrans: MidtransFake, frozen: PinnedClock) -> None:
     pro = subscribed_to_pro(frozen)
 
     for method, path in (("POST", f"{SUBS}/{pro['id']}/change"), ("PATCH", f"{SUBS}/{pro['id']}")):
@@ -416,7 +409,7 @@ def test_members_may_preview_but_not_change(midtrans: MidtransFake, frozen: Froz
     ],
 )
 def test_refused_changes(
-    midtrans: MidtransFake, frozen: FrozenClock, body: dict[str, Any], status: int, code: str
+    midtrans: MidtransFake, frozen: PinnedClock, body: dict[str, Any], status: int, code: str
 ) -> None:
     pro = subscribed_to_pro(frozen)
     table_before = scan()
@@ -429,7 +422,7 @@ def test_refused_changes(
 
 
 def test_a_virtual_account_upgrade_keeps_the_plan_and_the_open_invoice_until_paid(
-    midtrans: MidtransFake, frozen: FrozenClock
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     pro = subscribed_to_pro(frozen)
     [first] = invoices()
@@ -457,23 +450,17 @@ def test_a_virtual_account_upgrade_keeps_the_plan_and_the_open_invoice_until_pai
 
 
 def test_a_request_that_failed_after_charging_is_finished_by_its_retry_without_charging_again(
-    midtrans: MidtransFake, frozen: FrozenClock, monkeypatch: pytest.MonkeyPatch
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     pro = subscribed_to_pro(frozen)
     [first] = invoices()
     frozen.at = CHANGED
-    real = billing._stored_change_invoice
-    calls: list[str] = []
 
-    def fails_once(*args: Any, **kwargs: Any) -> Any:
-        calls.append("stored")
-        if len(calls) == 1:
-            raise RuntimeError("the function died after the charge")
-        return real(*args, **kwargs)
+    def die() -> None:
+        raise RuntimeError("the function died after the charge")
 
-    monkeypatch.setattr(billing, "_stored_change_invoice", fails_once)
-
-    crashed = call("POST", f"{SUBS}/{pro['id']}/change", {"plan": "business"})
+    with after_succeeded_charge_is_recorded(die):
+        crashed = call("POST", f"{SUBS}/{pro['id']}/change", {"plan": "business"})
     assert crashed.status == 500, crashed.raw
     assert len(change_charges(midtrans, first["id"])) == 1
     assert call("GET", "/billing/subscription").body["plan"] == "pro"
@@ -488,24 +475,20 @@ def test_a_request_that_failed_after_charging_is_finished_by_its_retry_without_c
 
 
 def test_an_unrelated_write_during_the_charge_does_not_lose_the_paid_change(
-    midtrans: MidtransFake, frozen: FrozenClock, monkeypatch: pytest.MonkeyPatch
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     pro = subscribed_to_pro(frozen)
     frozen.at = CHANGED
-    real = billing.charge_invoice
 
-    def charge_while_the_subscription_moves(*args: Any, **kwargs: Any) -> Any:
-        payment = real(*args, **kwargs)
-        boto3.resource("dynamodb").Table(TABLE_NAME).update_item(  # a write the change did not see
+    def unrelated_write() -> None:  # a write the change did not see
+        boto3.resource("dynamodb").Table(TABLE_NAME).update_item(
             Key={"PK": f"ORG#{ORG}", "SK": "SUBSCRIPTION"},
             UpdateExpression="SET version = version + :one",
             ExpressionAttributeValues={":one": 1},
         )
-        return payment
 
-    monkeypatch.setattr(billing, "charge_invoice", charge_while_the_subscription_moves)
-
-    answer = call("POST", f"{SUBS}/{pro['id']}/change", {"plan": "business"})
+    with after_succeeded_charge_is_recorded(unrelated_write):
+        answer = call("POST", f"{SUBS}/{pro['id']}/change", {"plan": "business"})
 
     assert answer.status == 200, answer.raw
     assert (answer.body["subscription"]["plan"], answer.body["subscription"]["version"]) == (
@@ -515,21 +498,17 @@ def test_an_unrelated_write_during_the_charge_does_not_lose_the_paid_change(
 
 
 def test_a_cancel_during_the_charge_records_the_payment_and_answers_409(
-    midtrans: MidtransFake, frozen: FrozenClock, monkeypatch: pytest.MonkeyPatch
+    midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
     pro = subscribed_to_pro(frozen)
     frozen.at = CHANGED
-    real = billing.charge_invoice
 
-    def charge_while_cancelled(*args: Any, **kwargs: Any) -> Any:
-        payment = real(*args, **kwargs)
+    def cancel_meanwhile() -> None:
         cancelled = call("POST", f"{SUBS}/{pro['id']}/cancel", container=1)
         assert cancelled.status == 200, cancelled.raw
-        return payment
 
-    monkeypatch.setattr(billing, "charge_invoice", charge_while_cancelled)
-
-    answer = call("POST", f"{SUBS}/{pro['id']}/change", {"plan": "business"})
+    with after_succeeded_charge_is_recorded(cancel_meanwhile):
+        answer = call("POST", f"{SUBS}/{pro['id']}/change", {"plan": "business"})
 
     assert answer.status == 409, answer.raw
     assert answer.error_code == "version_conflict"

@@ -22,12 +22,20 @@ def system_now() -> datetime:
 
 
 _frozen_now: ContextVar[datetime | None] = ContextVar("tagih_frozen_now", default=None)
+_wall: Clock = system_now
+
+
+def use_wall_clock(source: Clock | None) -> None:
+    """Replace wall time for the whole process (``None`` restores it): the port through which tests
+    that span threads (concurrent requests) pin "now"; a request's test clock still wins."""
+    global _wall  # noqa: PLW0603 — one wall clock per process, as there is one in the real world
+    _wall = source or system_now
 
 
 def now() -> datetime:
     """Wall time, or the frozen moment of the test clock the current request runs under."""
     moment = _frozen_now.get()
-    return moment if moment is not None else system_now()
+    return moment if moment is not None else _wall()
 
 
 @contextmanager
