@@ -86,6 +86,27 @@ def _cancellation_codes(error: ClientError) -> list[str] | None:
     return [str(reason.get("Code")) for reason in reasons]
 
 
+def replace_condition(invoice: Invoice, expected_version: int) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """How any write over a stored invoice is conditioned (``replace`` here, and transactions that
+    write an invoice with its subscription): at ``expected_version``; an unnumbered invoice is still
+    a draft where stored; a numbered one keeps the number ``finalize`` gave it, so nothing but
+    ``finalize`` ever hands out a number."""
+    condition = AT_VERSION
+    names = dict(VERSION_NAME)
+    values: dict[str, Any] = {":seen": expected_version}
+    if invoice.number is None:
+        if invoice.status not in {"draft", "void"}:
+            raise ValueError("a draft becomes open only through finalize, which numbers it")
+        condition += " AND #status = :draft"
+        names["#status"] = "status"
+        values[":draft"] = "draft"
+    else:
+        condition += " AND #number = :number"
+        names["#number"] = "number"
+        values[":number"] = invoice.number
+    return condition, names, values
+
+
 class InvoiceItems:
     """Implements ``domain.invoices.InvoiceStore`` on the single table."""
 
@@ -171,21 +192,7 @@ class InvoiceItems:
         raise VersionConflict("Too many invoices are being numbered at once; retry.")
 
     def replace(self, invoice: Invoice, expected_version: int) -> None:
-        condition = AT_VERSION
-        names = dict(VERSION_NAME)
-        values: dict[str, Any] = {":seen": expected_version}
-        if invoice.number is None:
-            # Still unnumbered: the stored invoice must be a draft too (a draft may be edited or voided).
-            if invoice.status not in {"draft", "void"}:
-                raise ValueError("a draft becomes open only through finalize, which numbers it")
-            condition += " AND #status = :draft"
-            names["#status"] = "status"
-            values[":draft"] = "draft"
-        else:
-            # The number must be the one finalize stored: replace never hands out numbers.
-            condition += " AND #number = :number"
-            names["#number"] = "number"
-            values[":number"] = invoice.number
+        condition, names, values = replace_condition(invoice, expected_version)
         try:
             self._table.put_item(
                 Item=invoice_item(invoice),

@@ -37,7 +37,7 @@ from tagih.domain.errors import AlreadySubscribed, SubscriptionNotFound, Version
 from tagih.domain.invoices import Invoice
 from tagih.domain.subscriptions import Subscription, next_renewal_at
 from tagih.store.accounts import ABSENT
-from tagih.store.invoices import invoice_item, invoice_key
+from tagih.store.invoices import invoice_item, invoice_key, replace_condition
 from tagih.store.items import from_item, to_item
 from tagih.store.organizations import org_pk, subscription_key
 from tagih.store.table import table
@@ -236,19 +236,7 @@ class SubscriptionItems:
         _check_invoice_owner(invoice, subscription)
         if invoice.version <= expected:
             raise ValueError("a changed invoice carries a later version than the one it replaces")
-        condition = "#version = :seen"
-        names = {"#version": "version"}
-        values: dict[str, Any] = {":seen": expected}
-        if invoice.number is None:
-            if invoice.status not in {"draft", "void"}:
-                raise ValueError("a draft becomes open only through finalize, which numbers it")
-            condition += " AND #status = :draft"
-            names["#status"] = "status"
-            values[":draft"] = "draft"
-        else:
-            condition += " AND #number = :number"
-            names["#number"] = "number"
-            values[":number"] = invoice.number
+        condition, names, values = replace_condition(invoice, expected)
         return {
             "Put": {
                 "TableName": self._name,
