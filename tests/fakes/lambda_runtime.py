@@ -165,3 +165,39 @@ class PinnedClock:
 
     def __call__(self) -> datetime:
         return self.at
+
+
+def call_api(
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    org: str = "org_1",
+    role: str = "owner",
+    headers: dict[str, str] | None = None,
+    container: int = 0,
+) -> Answer:
+    """Call whichever function ``template.yaml`` routes ``method path`` to, as API Gateway picks it
+    (most specific route wins), after the authorizer accepted ``org``/``role``."""
+    from local.http_front import match_route
+    from local.model import Route
+    from tools.functions import load_functions
+
+    routes = [
+        Route(method=route.method, path=route.path, function=function.folder, authorizer=None)
+        for function in load_functions()
+        for route in function.routes
+    ]
+    match = match_route(routes, method, path.split("?", 1)[0])
+    assert match is not None, f"template.yaml has no route for {method} {path}"
+    return call_route(
+        match.route.function,
+        method,
+        path,
+        match.route.path,
+        body=body,
+        org=org,
+        role=role,
+        headers=headers,
+        container=container,
+    )

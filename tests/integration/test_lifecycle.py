@@ -27,7 +27,7 @@ from tagih.domain.invoices import Invoice
 from tagih.domain.subscriptions import Subscription
 from tests.conftest import BUS_NAME, TABLE_NAME
 from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
-from tests.fakes.lambda_runtime import Answer, call_route
+from tests.fakes.lambda_runtime import Answer, call_api, call_route
 from tests.fakes.midtrans_server import running_midtrans_fake
 
 ORG = "org_lifecycle"
@@ -57,9 +57,7 @@ def billing(midtrans: MidtransFake) -> Billing:
 
 
 def call(method: str, path: str, body: Any = None) -> Answer:
-    if path.startswith("/billing/payment-methods"):
-        return call_route("payment_methods", method, path, "/billing/payment-methods", body=body, org=ORG)
-    return call_route("subscriptions", method, path, path, body=body, org=ORG)
+    return call_api(method, path, body=body, org=ORG)
 
 
 def add_method(body: dict[str, Any]) -> str:

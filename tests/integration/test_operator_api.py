@@ -20,7 +20,7 @@ from tests.fakes.lambda_runtime import (
     Answer,
     FakeLambdaContext,
     PinnedClock,
-    call_route,
+    call_api,
     http_event,
     load_function,
 )
@@ -105,11 +105,7 @@ def operate(
 def customer(method: str, path: str, body: Any = None, **kwargs: Any) -> Answer:
     """The target organization's own owner (or ``role``) on the customer routes."""
     kwargs.setdefault("org", TARGET)
-    if path.startswith("/billing/payment-methods"):
-        return call_route("payment_methods", method, path, "/billing/payment-methods", body=body, **kwargs)
-    parts = path.split("/")
-    route = "/".join([*parts[:3], "{subscription_id}", *parts[4:]]) if path.startswith(SUBS + "/") else path
-    return call_route("subscriptions", method, path, route, body=body, **kwargs)
+    return call_api(method, path, body=body, **kwargs)
 
 
 def items(org: str, prefix: str) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from tagih.clock import parse_rfc3339
 from tests.conftest import BUS_NAME, TABLE_NAME
 from tests.fakes.aws_calls import after_succeeded_charge_is_recorded
 from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
-from tests.fakes.lambda_runtime import Answer, PinnedClock, call_route
+from tests.fakes.lambda_runtime import Answer, PinnedClock, call_api
 from tests.fakes.midtrans_server import running_midtrans_fake
 
 ORG = "org_changes"
@@ -58,13 +58,7 @@ def events(midtrans: MidtransFake) -> str:
 
 def call(method: str, path: str, body: Any = None, **kwargs: Any) -> Answer:
     kwargs.setdefault("org", ORG)
-    if path.startswith("/billing/payment-methods"):
-        return call_route("payment_methods", method, path, "/billing/payment-methods", body=body, **kwargs)
-    route = path
-    parts = path.split("/")
-    if path.startswith(SUBS + "/"):
-        route = "/".join([*parts[:3], "{subscription_id}", *parts[4:]])
-    return call_route("subscriptions", method, path, route, body=body, **kwargs)
+    return call_api(method, path, body=body, **kwargs)
 
 
 def scan() -> list[dict[str, Any]]:

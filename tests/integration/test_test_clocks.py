@@ -17,7 +17,7 @@ from tagih.clock import parse_rfc3339, to_rfc3339
 from tagih.store.table import reset_clients
 from tests.conftest import TABLE_NAME
 from tests.fakes.gateway_env import configure_gateways
-from tests.fakes.lambda_runtime import Answer, call_route
+from tests.fakes.lambda_runtime import Answer, call_api
 from tests.fakes.midtrans_server import running_midtrans_fake
 
 ORG = "org_clock"
@@ -39,13 +39,7 @@ def midtrans(catalog: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Midtran
 
 
 def call(method: str, path: str, body: Any = None, org: str = ORG, role: str = "owner") -> Answer:
-    if path.startswith("/billing/payment-methods"):
-        return call_route("payment_methods", method, path, path, body=body, org=org, role=role)
-    if path.startswith(SUBS) or path == "/billing/subscription":
-        return call_route("subscriptions", method, path, path, body=body, org=org, role=role)
-    if path.startswith("/billing/invoices"):
-        return call_route("invoices", method, path, path, body=body, org=org, role=role)
-    return call_route("test_clocks", method, path, path, body=body, org=org, role=role)
+    return call_api(method, path, body=body, org=org, role=role)
 
 
 def attach(at: datetime = FROZEN, org: str = ORG) -> Answer:
