@@ -63,7 +63,7 @@ test: lint unit integration e2e validate build
 	@echo "make test: all green"
 
 local: venv
-	PORT=$(PORT) $(BIN)/python -m local
+	PORT=$(PORT) $(BIN)/python -m local $(if $(PARAMS),--parameter-overrides $(PARAMS))
 
 validate: $(VENV_SAM)/.installed
 	$(VENV_SAM)/bin/sam validate --lint --template template.yaml
@@ -74,6 +74,7 @@ build: $(VENV_SAM)/.installed
 
 bench: venv
 	$(BIN)/python -m tools.bench
+	$(BIN)/python -m tools.bench_renewals
 
 openapi: venv
 	$(BIN)/python -m tools.openapi --write

@@ -18,7 +18,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
     parser.add_argument("--template", type=Path, default=REPO_ROOT / "template.yaml")
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="template parameters, as sam deploy takes them (e.g. TrialDuration=PT30S)",
+    )
     args = parser.parse_args(argv)
+    overrides: dict[str, str] = {}
+    for pair in args.parameter_overrides:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            parser.error(f"--parameter-overrides wants KEY=VALUE, not {pair!r}")
+        overrides[key] = value
 
     stopping = threading.Event()
     started = False
@@ -31,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    stack = LocalStack(args.port, args.template.resolve())
+    stack = LocalStack(args.port, args.template.resolve(), overrides)
     try:
         stack.start()
         started = True

@@ -67,9 +67,12 @@ def _midtrans_log(line: str) -> None:
 
 
 class LocalStack:
-    def __init__(self, port: int, template_path: Path) -> None:
+    def __init__(
+        self, port: int, template_path: Path, parameter_overrides: dict[str, str] | None = None
+    ) -> None:
         self.port = port
         self.template_path = template_path
+        self.parameter_overrides = dict(parameter_overrides or {})
         self.model: StackModel | None = None
         self.moto: MotoServer | None = None
         self.invoker: Invoker | None = None
@@ -88,6 +91,7 @@ class LocalStack:
         # The template first: an unsupported type or intrinsic stops us before anything starts.
         declared = load_template(self.template_path).get("Parameters") or {}
         overrides = {k: v for k, v in local_parameters(self.port).items() if k in declared}
+        overrides.update(self.parameter_overrides)  # the developer's, as sam deploy takes them
         model = build_model(self.template_path, overrides)
         self.model = model
         for spec in model.functions.values():

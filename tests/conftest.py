@@ -62,10 +62,12 @@ def aws(aws_env: None) -> Iterator[None]:
     from tagih.events.publisher import reset_publisher
     from tagih.gateways.registry import reset_default_gateways
     from tagih.gateways.secrets import reset_secrets
+    from tagih.timers.step_functions import reset_timers_client
 
     reset_secrets()
     reset_publisher()
     reset_default_gateways()
+    reset_timers_client()
     make_dynamodb_calls_atomic()
     with mock_aws():
         boto3.client("dynamodb").create_table(**table_definition())
@@ -75,6 +77,38 @@ def aws(aws_env: None) -> Iterator[None]:
     reset_secrets()
     reset_publisher()
     reset_default_gateways()
+    reset_timers_client()
+
+
+# The timers' state machines, by the settings variable that names each (template.yaml).
+TIMER_MACHINES = {
+    "TRIAL_STATE_MACHINE_ARN": "trial",
+    "GRACE_STATE_MACHINE_ARN": "grace_period",
+    "INCOMPLETE_STATE_MACHINE_ARN": "incomplete",
+    "DUNNING_STATE_MACHINE_ARN": "dunning",
+}
+
+
+@pytest.fixture
+def timer_machines(aws: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The timers' state machines on moto, from statemachines/*.asl.json, named in the settings.
+    moto here records executions without running them: tests read what was armed, with what input
+    (the local stack runs them for real). Returns ``{"trial": arn, …}``."""
+    client = boto3.client("stepfunctions")
+    arns: dict[str, str] = {}
+    for variable, name in TIMER_MACHINES.items():
+        definition = (ROOT / "statemachines" / f"{name}.asl.json").read_text(encoding="utf-8")
+        arn = client.create_state_machine(
+            name=f"tagih-test-{name.replace('_', '-')}",
+            definition=definition.replace(
+                "${TimersFunctionArn}", "arn:aws:lambda:us-east-1:123456789012:function:timers"
+            ),
+            roleArn="arn:aws:iam::123456789012:role/tagih-test-timers",
+        )["stateMachineArn"]
+        monkeypatch.setenv(variable, arn)
+        arns[name] = arn
+    reset_clients()  # settings are read again
+    return arns
 
 
 @pytest.fixture

@@ -92,13 +92,18 @@ class LocalStack:
 
 
 def start_local_stack(
-    tmp_dir: Path, template: Path | None = None, env: dict[str, str] | None = None
+    tmp_dir: Path,
+    template: Path | None = None,
+    env: dict[str, str] | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> LocalStack:
     port = free_port()
     log_path = tmp_dir / f"local-stack-{port}.log"
     args = [sys.executable, "-m", "local", "--port", str(port)]
     if template is not None:
         args += ["--template", str(template)]
+    if parameters:
+        args += ["--parameter-overrides", *(f"{key}={value}" for key, value in parameters.items())]
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -134,8 +139,12 @@ def local_stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ca
     """Start extra stacks (another template, other settings); all are stopped at the end."""
     started: list[LocalStack] = []
 
-    def start(template: Path | None = None, env: dict[str, str] | None = None) -> LocalStack:
-        stack = start_local_stack(tmp_path_factory.mktemp("local"), template, env)
+    def start(
+        template: Path | None = None,
+        env: dict[str, str] | None = None,
+        parameters: dict[str, str] | None = None,
+    ) -> LocalStack:
+        stack = start_local_stack(tmp_path_factory.mktemp("local"), template, env, parameters)
         started.append(stack)
         return stack
 

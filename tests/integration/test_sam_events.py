@@ -8,7 +8,8 @@ real handler must answer, run here on moto:
   body against the ``Error`` schema of docs/openapi.json;
 - authorizers: ``{"isAuthorized": true, "context": {<subset that must match>}}``;
 - custom resources: ``{"cfn_status": "SUCCESS"}``; the payload's ResponseURL is a placeholder, so
-  the test points it at a loopback server and reads the PUT CloudFormation would receive.
+  the test points it at a loopback server and reads the PUT CloudFormation would receive;
+- state machine tasks: ``{"result": {<subset of the answer that must match>}}``.
 
 Optional in any sidecar: ``"items"`` (native JSON items put in the table before the call),
 ``"items_present"`` (keys that must exist in the table after it), ``"seed_catalog": false``
@@ -32,7 +33,7 @@ import jsonschema  # type: ignore[import-untyped]  # no stubs in the lock
 import pytest
 
 from tagih.store.table import reset_clients
-from tests.conftest import TABLE_NAME
+from tests.conftest import TABLE_NAME, TIMER_MACHINES
 from tests.fakes.lambda_runtime import ROOT, FakeLambdaContext
 from tools.functions import Function, by_folder, import_handler_module, load_functions
 from tools.openapi import OUTPUT as OPENAPI_DOCUMENT
@@ -41,7 +42,8 @@ EVENTS = ROOT / "events"
 SIDECAR = ".expect.json"
 PAYLOADS = sorted(p for p in EVENTS.glob("*/*.json") if not p.name.endswith(SIDECAR))
 FUNCTIONS = by_folder(load_functions())
-TEST_OWNED_ENV = {"TABLE_NAME", "EVENT_BUS_NAME", "STAGE"}  # set by the aws fixture to moto's resources
+# Set by the aws and timer_machines fixtures to moto's resources.
+TEST_OWNED_ENV = {"TABLE_NAME", "EVENT_BUS_NAME", "STAGE", *TIMER_MACHINES}
 # Keys the sidecar may use; anything else is a typo that would silently check nothing.
 SIDECAR_KEYS = {
     "statusCode",
@@ -49,6 +51,7 @@ SIDECAR_KEYS = {
     "isAuthorized",
     "context",
     "cfn_status",
+    "result",
     "items",
     "items_present",
     "seed_catalog",
@@ -75,8 +78,8 @@ def sidecar_for(payload: Path) -> dict[str, Any]:
     expect: dict[str, Any] = read_json(sidecar)
     unknown = set(expect) - SIDECAR_KEYS
     assert not unknown, f"{sidecar.relative_to(ROOT)}: unknown keys {sorted(unknown)}"
-    kinds = {"statusCode", "isAuthorized", "cfn_status"} & set(expect)
-    assert len(kinds) == 1, f"{sidecar.name}: expect one of statusCode, isAuthorized, cfn_status"
+    kinds = {"statusCode", "isAuthorized", "cfn_status", "result"} & set(expect)
+    assert len(kinds) == 1, f"{sidecar.name}: expect one of statusCode, isAuthorized, cfn_status, result"
     return expect
 
 
@@ -124,7 +127,20 @@ def test_every_function_has_a_payload() -> None:
     assert not missing, f"functions without a sam local invoke payload: {missing}"
 
 
-@pytest.mark.usefixtures("aws")
+def configure_function(function: Function, expect: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The function's own settings (service name, JWKS URL, …); the test's table and bus names win.
+    for name, value in function.environment.items():
+        if name not in TEST_OWNED_ENV:
+            monkeypatch.setenv(name, value)
+    # The template names secrets by ARNs only AWS knows: each gets a name of its own on moto.
+    for variable, value in expect.get("secrets", {}).items():
+        secret_name = f"tagih-events/{variable.lower()}"
+        boto3.client("secretsmanager").create_secret(Name=secret_name, SecretString=json.dumps(value))
+        monkeypatch.setenv(variable, secret_name)
+    reset_clients()  # settings are read again, from the function's environment
+
+
+@pytest.mark.usefixtures("aws", "timer_machines")
 @pytest.mark.parametrize("payload", PAYLOADS, ids=[str(p.relative_to(EVENTS)) for p in PAYLOADS])
 def test_payload_gives_what_its_sidecar_expects(
     payload: Path,
@@ -140,16 +156,7 @@ def test_payload_gives_what_its_sidecar_expects(
     table = boto3.resource("dynamodb").Table(TABLE_NAME)
     for item in expect.get("items", []):
         table.put_item(Item=item)
-    # The function's own settings (service name, JWKS URL, …); the test's table and bus names win.
-    for name, value in function.environment.items():
-        if name not in TEST_OWNED_ENV:
-            monkeypatch.setenv(name, value)
-    # The template names secrets by ARNs only AWS knows: each gets a name of its own on moto.
-    for variable, value in expect.get("secrets", {}).items():
-        secret_name = f"tagih-events/{variable.lower()}"
-        boto3.client("secretsmanager").create_secret(Name=secret_name, SecretString=json.dumps(value))
-        monkeypatch.setenv(variable, secret_name)
-    reset_clients()  # settings are read again, from the function's environment
+    configure_function(function, expect, monkeypatch)
     if "cfn_status" in expect:
         event["ResponseURL"] = cfn_responses.url
 
@@ -176,5 +183,7 @@ def test_payload_gives_what_its_sidecar_expects(
             event["RequestId"],
             event["LogicalResourceId"],
         )
+    if "result" in expect:
+        assert {k: result.get(k) for k in expect["result"]} == expect["result"]
     for key in expect.get("items_present", []):
         assert "Item" in table.get_item(Key=key), f"no item {key} after the call"

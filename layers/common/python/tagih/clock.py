@@ -38,6 +38,11 @@ def now() -> datetime:
     return moment if moment is not None else _wall()
 
 
+def is_frozen() -> bool:
+    """Whether the current request runs under a test clock."""
+    return _frozen_now.get() is not None
+
+
 @contextmanager
 def frozen(moment: datetime) -> Iterator[datetime]:
     """Within the block ``now()`` answers ``moment`` (a test clock's frozen time)."""

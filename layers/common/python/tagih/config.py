@@ -39,8 +39,28 @@ class Settings(BaseModel):
     # Timer lengths (ISO-8601 durations); empty: the plan's trial_days and 7 days of grace.
     trial_duration: str = ""
     grace_duration: str = ""
+    # Dunning: delays after the first failed charge, comma-separated ISO-8601 durations.
+    dunning_schedule: str = "P1D,P3D,P5D,P7D"
+    # The timers' state machines; all empty: no timers (test clocks and tests drive time instead).
+    trial_state_machine_arn: str = ""
+    grace_state_machine_arn: str = ""
+    incomplete_state_machine_arn: str = ""
+    dunning_state_machine_arn: str = ""
+    # How far back the hourly renewal sweep looks for renewals still due (missed or failed sweeps).
+    renewal_lookback_hours: int = Field(default=72, ge=1, le=24 * 31)
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Tenant webhooks: delivery retries back off exponentially from the base, each wait capped, for
+    # the window after the first attempt (24 h); the local stack sets seconds (API.md).
+    webhook_delivery_queue_url: str = ""
+    webhook_dead_letter_queue_url: str = ""
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=10)
+    webhook_retry_base_seconds: int = Field(default=30, ge=1, le=900)
+    webhook_retry_max_delay_seconds: int = Field(default=14_400, ge=1)
+    webhook_retry_window_seconds: int = Field(default=86_400, ge=1)
+    # Only the local stack sets it (never a template parameter), and never on prod: http and loopback
+    # for 127.0.0.1/localhost receivers, as API.md allows there.
+    webhook_allow_loopback: bool = False
 
     @property
     def is_prod(self) -> bool:
@@ -67,8 +87,21 @@ _ENV_NAMES = {
     "public_base_url": "PUBLIC_BASE_URL",
     "trial_duration": "TRIAL_DURATION",
     "grace_duration": "GRACE_DURATION",
+    "dunning_schedule": "DUNNING_SCHEDULE",
+    "trial_state_machine_arn": "TRIAL_STATE_MACHINE_ARN",
+    "grace_state_machine_arn": "GRACE_STATE_MACHINE_ARN",
+    "incomplete_state_machine_arn": "INCOMPLETE_STATE_MACHINE_ARN",
+    "dunning_state_machine_arn": "DUNNING_STATE_MACHINE_ARN",
+    "renewal_lookback_hours": "RENEWAL_LOOKBACK_HOURS",
     "idempotency_ttl_seconds": "IDEMPOTENCY_TTL_SECONDS",
     "max_body_bytes": "MAX_BODY_BYTES",
+    "webhook_delivery_queue_url": "WEBHOOK_DELIVERY_QUEUE_URL",
+    "webhook_dead_letter_queue_url": "WEBHOOK_DEAD_LETTER_QUEUE_URL",
+    "webhook_timeout_seconds": "WEBHOOK_TIMEOUT_SECONDS",
+    "webhook_retry_base_seconds": "WEBHOOK_RETRY_BASE_SECONDS",
+    "webhook_retry_max_delay_seconds": "WEBHOOK_RETRY_MAX_DELAY_SECONDS",
+    "webhook_retry_window_seconds": "WEBHOOK_RETRY_WINDOW_SECONDS",
+    "webhook_allow_loopback": "WEBHOOK_ALLOW_LOOPBACK",
 }
 
 

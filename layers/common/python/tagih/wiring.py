@@ -1,10 +1,14 @@
 """The billing services' ports as a deployed function gets them: the single table, the gateway
-registry (SDKs loaded on first charge), the EventBridge publisher, timer lengths from settings."""
+registry (SDKs loaded on first charge), the EventBridge publisher, the Step Functions timers, timer
+lengths from settings."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from tagih import clock
 from tagih.clock import parse_duration
-from tagih.config import get_settings
+from tagih.config import Settings, get_settings
 from tagih.domain.billing import Billing
 from tagih.domain.subscriptions import DEFAULT_GRACE_PERIOD
 from tagih.events.publisher import default_publisher
@@ -15,6 +19,29 @@ from tagih.store.invoices import default_invoice_items
 from tagih.store.payment_methods import default_payment_method_items
 from tagih.store.payments import default_payment_items
 from tagih.store.subscriptions import default_subscription_items
+from tagih.timers.port import NoTimers, Timers
+
+
+def retry_schedule(settings: Settings) -> tuple[timedelta, ...]:
+    return tuple(parse_duration(part) for part in settings.dunning_schedule.split(",") if part.strip())
+
+
+def default_timers(settings: Settings) -> Timers:
+    """Step Functions timers, unless the request runs under a test clock (advancing the clock runs
+    what falls due) or no state machine is configured (tests of the services alone)."""
+    arns = (
+        settings.trial_state_machine_arn,
+        settings.grace_state_machine_arn,
+        settings.incomplete_state_machine_arn,
+        settings.dunning_state_machine_arn,
+    )
+    if not any(arns) or clock.is_frozen():
+        return NoTimers()
+    if not all(arns):
+        raise ValueError("configure all four timer state machines, or none")
+    from tagih.timers.step_functions import TimerMachines, step_functions_timers
+
+    return step_functions_timers(TimerMachines(*arns))
 
 
 def default_billing() -> Billing:
@@ -32,4 +59,6 @@ def default_billing() -> Billing:
         grace_period=parse_duration(settings.grace_duration)
         if settings.grace_duration
         else DEFAULT_GRACE_PERIOD,
+        retry_schedule=retry_schedule(settings),
+        timers=default_timers(settings),
     )

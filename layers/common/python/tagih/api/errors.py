@@ -22,6 +22,7 @@ ERROR_TABLE: tuple[tuple[type[e.BillingError], int, str | None], ...] = (
     (e.InvalidSignature, 401, "invalid_signature"),
     (e.PaymentDeclined, 402, "payment_failed"),
     (e.GatewayUnavailable, 503, "gateway_unavailable"),
+    (e.ServiceUnavailable, 503, "service_unavailable"),
     (e.NotFound, 404, None),  # code from the class: plan_not_found, api_key_not_found, …
     (e.Conflict, 409, None),
     (e.InvalidRequest, 422, None),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
@@ -46,6 +46,7 @@ from tagih.events.models import EventType, billing_event
 from tagih.events.publisher import EventPublisher
 from tagih.gateways.port import ChargeRequest, Customer, GatewayDirectory, charge_reference
 from tagih.ids import new_id
+from tagih.timers.port import NoTimers, Timers
 
 logger = Logger()
 
@@ -106,6 +107,8 @@ class Billing:
     publisher: EventPublisher
     trial_length: timedelta | None = None  # TRIAL_DURATION; None: the plan's trial_days
     grace_period: timedelta = subs.DEFAULT_GRACE_PERIOD
+    retry_schedule: tuple[timedelta, ...] = subs.DEFAULT_RETRY_SCHEDULE  # DUNNING_SCHEDULE
+    timers: Timers = field(default_factory=NoTimers)
 
     def publish(self, organization_id: str, at: datetime, *events: tuple[EventType, dict[str, Any]]) -> None:
         self.publisher.publish([billing_event(kind, organization_id, data, at) for kind, data in events])
@@ -176,6 +179,7 @@ def subscribe(
     subscription = decision.subscription
     replacing = existing if existing is not None and existing.id is not None else None
     if decision.first_invoice_lines is None:
+        billing.timers.start_trial_timer(subscription)  # armed before the commit: see timers.port
         billing.subscriptions.create(subscription, replacing=replacing, trial_started=True)
         billing.publish(organization_id, now, ("billing.subscription.created", subscription.public_data()))
         return Subscribed(subscription, None)
@@ -218,6 +222,7 @@ def _first_invoice_charged(
         ]
         result = Subscribed(active, paid)
     else:  # pending: a virtual account or e-wallet the payer completes later
+        billing.timers.start_incomplete_timer(subscription)
         awaiting = finalized.model_copy(
             update={
                 "payment_url": payment.payment_url,
@@ -274,6 +279,8 @@ def cancel_subscription(
 ) -> Subscription:
     current = billing.subscriptions.get(organization_id, subscription_id)
     cancelled = subs.cancel(current, now, billing.grace_period)
+    if cancelled.status == "grace_period":
+        billing.timers.start_grace_timer(cancelled)
     billing.subscriptions.save(cancelled, current.version)
     kind: EventType = (
         "billing.subscription.cancelled"
@@ -289,7 +296,12 @@ def reactivate_subscription(
 ) -> Subscription:
     current = billing.subscriptions.get(organization_id, subscription_id)
     reactivated = subs.reactivate(current, now)
+    ends = reactivated.trial_ends_at
+    if reactivated.status == "trialing" and ends is not None and ends <= now:
+        # The trial's own timer fired while it was cancelled and stopped; a new one ends it now.
+        billing.timers.start_trial_timer(reactivated)
     billing.subscriptions.save(reactivated, current.version)
+    billing.timers.stop_grace_timer(current)
     billing.publish(organization_id, now, ("billing.subscription.updated", reactivated.public_data()))
     return reactivated
 
@@ -319,7 +331,7 @@ class InvoicePaymentListener:
         paid = inv.mark_paid(invoice, settled.amount, at)
         subscription = billing.subscriptions.current(org)
         activated = (
-            _paid_up(subscription, at)
+            _paid_up(billing, subscription, invoice, at)
             if subscription is not None and subscription.id == invoice.subscription_id
             else None
         )
@@ -343,14 +355,40 @@ class InvoicePaymentListener:
         )
 
 
-def _paid_up(subscription: Subscription, at: datetime) -> Subscription | None:
+def _paid_up(
+    billing: Billing, subscription: Subscription, invoice: Invoice, at: datetime
+) -> Subscription | None:
     """What paying its open invoice makes of a subscription: a first invoice activates it, the
-    invoice after a trial converts it, a dunned one recovers it; anything else is unchanged."""
+    invoice after a trial converts it, a dunned one recovers it, a plan change's invoice applies
+    the change; anything else is unchanged."""
+    if invoice.plan_change is not None:
+        return _ordered_change(billing, subscription, invoice, invoice.plan_change, at)
     return (
         subs.activate_after_first_payment(subscription, at)
         or subs.trial_converted(subscription, at)
         or subs.payment_recovered(subscription, at)
     )
+
+
+def _ordered_change(
+    billing: Billing, subscription: Subscription, invoice: Invoice, order: inv.PlanChangeOrder, at: datetime
+) -> Subscription | None:
+    """The change a settled ``subscription_update`` invoice paid for, applied as of when it was
+    asked (an annual period starts then: that is what the lines billed). Only if the subscription
+    would still invoice exactly those lines for it; otherwise None, logged for a refund."""
+    try:
+        plan = billing.catalog.plan(order.plan)
+        decision = subs.preview_change(subscription, plan, order.billing_cycle, order.requested_at)
+    except BillingError:
+        decision = None
+    if decision is None or not decision.immediate or decision.lines != invoice.lines:
+        logger.error(
+            "a paid plan change no longer applies; refund the payment",
+            extra={"subscription_id": subscription.id, "invoice_id": invoice.id},
+        )
+        return None
+    changed = subs.apply_change(subscription, decision, plan, order.requested_at)
+    return changed.model_copy(update={"updated_at": at})
 
 
 def invoice_data(invoice: Invoice) -> dict[str, Any]:
@@ -431,7 +469,8 @@ def _change_draft(
         return None
     starts = [line.period_start or now for line in decision.lines]
     ends = [line.period_end or now for line in decision.lines]
-    return inv.draft_invoice(
+    order = inv.PlanChangeOrder(plan=decision.plan, billing_cycle=decision.billing_cycle, requested_at=now)
+    draft = inv.draft_invoice(
         organization_id=sub.organization_id,
         subscription_id=sub.id,
         billing_reason=decision.billing_reason,
@@ -443,6 +482,7 @@ def _change_draft(
         due_date=now,
         now=now,
     )
+    return draft.model_copy(update={"plan_change": order})
 
 
 def preview_plan_change(
@@ -486,8 +526,8 @@ def change_plan(
       like a first invoice. Paid → numbered, and the changed subscription and the paid invoice are
       written in ONE transaction. Declined → 402 and nothing changes. Asynchronous (virtual
       account, e-wallet) → the plan stays as it is and the invoice is kept ``open`` with its
-      ``payment_url``. NOTE: applying the change when that payment settles is not built yet:
-      ``InvoicePaymentListener`` marks the invoice paid and leaves the plan alone;
+      ``payment_url``; when that payment settles, ``InvoicePaymentListener`` applies the change the
+      invoice records (``plan_change``) as of when it was asked;
     - nothing positive to invoice (a trial, a downgrade or an annual→monthly switch scheduled for
       the period end, a proration netting to zero or less) → written at once with no charge, with a
       (paid at once) invoice only when there are lines.
@@ -580,11 +620,10 @@ def _charge_change(change: _Change, draft: Invoice) -> PlanChanged:
         # computed a few seconds apart differs), else what we would charge.
         charged = _stored_invoice_or(billing, candidate)
         if charged.status == "paid":
-            # An asynchronous payment of this change settled; applying it on settlement is not built
-            # yet, and charging the same change again would make the customer pay twice.
+            # An asynchronous payment of this change settled (and applied it, or was logged for a
+            # refund): charging the same change again would make the customer pay twice.
             raise VersionConflict(
-                f"A change of this subscription was paid on invoice {charged.id} and is not applied "
-                "yet; contact support."
+                f"This change was paid on invoice {charged.id}; read the subscription again."
             )
         if (existing.amount, existing.currency) != (charged.amount_due, charged.currency):
             raise VersionConflict(

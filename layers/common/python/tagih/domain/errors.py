@@ -65,6 +65,11 @@ class PaymentMethodNotFound(NotFound):
     default_message = "No such payment method."
 
 
+class WebhookEndpointNotFound(NotFound):
+    code = "webhook_endpoint_not_found"
+    default_message = "No such webhook endpoint."
+
+
 class PaymentNotFound(NotFound):
     code = "payment_not_found"
     default_message = "No such payment."
@@ -98,6 +103,11 @@ class BillingAccountInUse(Conflict):
     )
 
 
+class WebhookEndpointLimitReached(Conflict):
+    code = "webhook_endpoint_limit_reached"
+    default_message = "The organization has the most webhook endpoints allowed; delete one first."
+
+
 # Payments
 class PaymentDeclined(BillingError):
     """The gateway refused the payment; ``reason`` is the gateway's words (402 payment_failed)."""
@@ -110,6 +120,12 @@ class PaymentDeclined(BillingError):
         self.decline_code = decline_code
         details = [{"field": "payment", "reason": reason, "gateway": gateway, "decline_code": decline_code}]
         super().__init__(f"The payment was declined: {reason}", details)
+
+
+class ServiceUnavailable(BillingError):
+    """A transient fault of a service Tagih depends on (not a gateway); nothing changed (503)."""
+
+    default_message = "Billing is temporarily unavailable; try again shortly."
 
 
 class GatewayUnavailable(BillingError):

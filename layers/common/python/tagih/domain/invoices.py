@@ -51,7 +51,7 @@ BillingReason = Literal[
 UNPAID_STATUSES: frozenset[str] = frozenset({"open", "overdue"})
 # Fields that are Tagih's bookkeeping, not part of the API.md invoice; a response model leaves them out.
 INTERNAL_FIELDS: frozenset[str] = frozenset(
-    {"version", "updated_at", "hosted_token", "finalized_at", "tax_rate_bps"}
+    {"version", "updated_at", "hosted_token", "finalized_at", "tax_rate_bps", "plan_change"}
 )
 
 
@@ -73,6 +73,17 @@ def percent_from_bps(rate_bps: int) -> str:
     """``1100 → "11"``, ``1250 → "12.5"``, ``5 → "0.05"``: the rate as people write it, exactly."""
     whole, hundredths = divmod(rate_bps, 100)
     return str(whole) if hundredths == 0 else f"{whole}.{hundredths:02d}".rstrip("0")
+
+
+class PlanChangeOrder(BaseModel):
+    """What a ``subscription_update`` invoice pays for: the change asked at ``requested_at``. A
+    payment that settles later (virtual account, e-wallet) applies it then."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan: str
+    billing_cycle: Literal["monthly", "annual"]
+    requested_at: datetime
 
 
 class Invoice(BaseModel):
@@ -111,6 +122,7 @@ class Invoice(BaseModel):
     updated_at: datetime
     hosted_token: str  # the unguessable part of the hosted page's URL (no auth there)
     finalized_at: datetime | None = None
+    plan_change: PlanChangeOrder | None = None
 
     # mypy does not follow decorators stacked on @property; pydantic documents this ignore.
     @computed_field  # type: ignore[prop-decorator]

@@ -49,13 +49,8 @@ from tagih.domain.subscriptions import Subscription
 from tagih.events.models import EventType
 from tagih.gateways.port import charge_reference
 
-DEFAULT_RETRY_SCHEDULE: tuple[timedelta, ...] = (
-    timedelta(days=1),
-    timedelta(days=3),
-    timedelta(days=5),
-    timedelta(days=7),
-)
-TRIAL_WILL_END_NOTICE = timedelta(days=3)
+DEFAULT_RETRY_SCHEDULE = subs.DEFAULT_RETRY_SCHEDULE
+TRIAL_WILL_END_NOTICE = subs.TRIAL_WILL_END_NOTICE
 MAX_RECORDED_ATTEMPTS = 99  # as collection.MAX_ATTEMPTS
 MAX_ADVANCE_STEPS = 200  # a test clock jumping years runs a few dozen actions; more is a bug
 
@@ -69,19 +64,25 @@ class ActionResult:
     """What an action did. ``reason``: for ``done`` the outcome (``paid``, ``payment_failed``,
     ``pending``, ``cancelled``, ``published``, ...), for ``skipped`` why nothing happened.
     ``next_retry_at``: when the invoice's next dunning retry falls due (None: none scheduled), for
-    a state machine to wait for."""
+    a state machine to wait for. ``due_at``: for ``early``, when the action falls due now (the
+    moment moved later since the timer was armed), for the timer to wait again."""
 
     status: ActionStatus
     reason: str
     subscription: Subscription | None = None
     invoice: Invoice | None = None
     next_retry_at: datetime | None = None
+    due_at: datetime | None = None
 
 
 def _skip(
     reason: str, subscription: Subscription | None = None, invoice: Invoice | None = None
 ) -> ActionResult:
     return ActionResult("skipped", reason, subscription, invoice)
+
+
+def _early(due_at: datetime, subscription: Subscription, invoice: Invoice | None = None) -> ActionResult:
+    return ActionResult("skipped", "early", subscription, invoice, due_at=due_at)
 
 
 def _load(
@@ -95,9 +96,12 @@ def _load(
     return sub
 
 
-def _check_schedule(schedule: Sequence[timedelta]) -> None:
-    if not schedule or any(b <= a for a, b in pairwise(schedule)):
+def _schedule_of(billing: Billing, schedule: Sequence[timedelta] | None) -> Sequence[timedelta]:
+    """``schedule`` when given (tests), else the configured one; checked either way."""
+    chosen = billing.retry_schedule if schedule is None else schedule
+    if not chosen or any(b <= a for a, b in pairwise(chosen)):
         raise ValueError("a retry schedule is a non-empty, increasing list of delays")
+    return chosen
 
 
 # -- payment methods and charges ------------------------------------------------------------------------
@@ -252,6 +256,7 @@ def _charge_period(
         billing.invoices.replace(written, finalized.version)
     else:
         written = inv.record_retry(finalized, at, at + schedule[0])
+        billing.timers.start_dunning_timer(written)  # armed first: see timers.port
         written_sub = on_failed(sub, at)
         if written_sub is not None:
             billing.subscriptions.save(written_sub, sub.version, invoices=[(written, finalized.version)])
@@ -289,10 +294,10 @@ def _period_action(
     expected_version: int | None,
     at: datetime,
     *,
-    schedule: Sequence[timedelta],
+    schedule: Sequence[timedelta] | None,
     kind: _PeriodKind,
 ) -> ActionResult:
-    _check_schedule(schedule)
+    chosen = _schedule_of(billing, schedule)
     loaded = _load(billing, organization_id, subscription_id, None)
     if isinstance(loaded, ActionResult):
         return loaded
@@ -302,17 +307,17 @@ def _period_action(
     if moved is not None:
         stored, draft = _start_period(billing, sub, moved, at)
         return _charge_period(
-            billing, stored, draft, at, schedule, on_paid=kind.on_paid, on_failed=kind.on_failed
+            billing, stored, draft, at, chosen, on_paid=kind.on_paid, on_failed=kind.on_failed
         )
     # Resuming a charge left in progress: not stale if only its own first write happened since.
     resumable = expected_version is None or sub.version in {expected_version, expected_version + 1}
     left = _period_draft(billing, sub, kind.billing_reason) if resumable and kind.in_progress(sub) else None
     if left is not None:
-        return _charge_period(
-            billing, sub, left, at, schedule, on_paid=kind.on_paid, on_failed=kind.on_failed
-        )
+        return _charge_period(billing, sub, left, at, chosen, on_paid=kind.on_paid, on_failed=kind.on_failed)
     due_at = kind.due_at(sub)
-    return _skip("stale" if not fresh else "early" if due_at is not None and at < due_at else "not_due", sub)
+    if not fresh:
+        return _skip("stale", sub)
+    return _early(due_at, sub) if due_at is not None and at < due_at else _skip("not_due", sub)
 
 
 # -- trials ----------------------------------------------------------------------------------------------
@@ -336,7 +341,7 @@ def trial_will_end_action(
     if ends is None or at >= ends:
         return _skip("not_due", sub)
     if at < ends - notice:
-        return _skip("early", sub)
+        return _early(ends - notice, sub)
     billing.publish(organization_id, at, ("billing.subscription.trial_will_end", sub.public_data()))
     return ActionResult("done", "published", sub)
 
@@ -364,7 +369,7 @@ def end_trial_action(
     expected_version: int | None,
     at: datetime,
     *,
-    schedule: Sequence[timedelta] = DEFAULT_RETRY_SCHEDULE,
+    schedule: Sequence[timedelta] | None = None,
 ) -> ActionResult:
     """The trial is over: invoice the first paid period (``subscription_create``) and charge it.
     Paid → ``active``; declined or no payment method → ``past_due`` with the invoice open and its
@@ -400,7 +405,7 @@ def renew_action(
     expected_version: int | None,
     at: datetime,
     *,
-    schedule: Sequence[timedelta] = DEFAULT_RETRY_SCHEDULE,
+    schedule: Sequence[timedelta] | None = None,
 ) -> ActionResult:
     """The period ended: move into the next one (a scheduled change applies), invoice it
     (``subscription_cycle``) and charge it. Paid → active in the new period; declined → ``past_due``
@@ -430,8 +435,10 @@ def _retry_target(
     ):
         return _skip("stale", sub, invoice)
     planned = invoice.next_retry_at
-    if planned is None or at < planned:
-        return _skip("not_due" if planned is None else "early", sub, invoice)
+    if planned is None:
+        return _skip("not_due", sub, invoice)
+    if at < planned:
+        return _early(planned, sub, invoice)
     return invoice, sub, planned
 
 
@@ -454,7 +461,7 @@ def retry_payment_action(
     attempt_index: int,
     at: datetime,
     *,
-    schedule: Sequence[timedelta] = DEFAULT_RETRY_SCHEDULE,
+    schedule: Sequence[timedelta] | None = None,
 ) -> ActionResult:
     """Dunning retry ``attempt_index`` (1..len(schedule)) of an open/overdue invoice of a
     ``past_due`` subscription (module docstring). Paid → invoice paid + ``active`` in one save;
@@ -462,7 +469,7 @@ def retry_payment_action(
     last one failed → ``uncollectible`` + ``cancelled`` (Free) in one save. A pending payment (a pay
     page) is kept on the invoice and counts as a failure for the schedule; paying it later pays the
     invoice."""
-    _check_schedule(schedule)
+    schedule = _schedule_of(billing, schedule)
     if not 1 <= attempt_index <= len(schedule):
         raise ValueError(f"retry {attempt_index} is not in a schedule of {len(schedule)}")
     target = _retry_target(billing, organization_id, invoice_id, attempt_index, at)
@@ -522,8 +529,9 @@ def end_grace_action(
     sub = loaded
     ended = subs.end_grace(sub, at)
     if ended is None:
-        early = sub.status == "grace_period" and sub.grace_period_ends_at is not None
-        return _skip("early" if early else "not_due", sub)
+        if sub.status == "grace_period" and sub.grace_period_ends_at is not None:
+            return _early(sub.grace_period_ends_at, sub)
+        return _skip("not_due", sub)
     billing.subscriptions.save(ended, sub.version)
     billing.publish(organization_id, at, ("billing.subscription.cancelled", ended.public_data()))
     return ActionResult("done", "cancelled", ended)
@@ -540,7 +548,9 @@ def expire_incomplete_action(
     sub = loaded
     expired = subs.expire_incomplete(sub, at)
     if expired is None:
-        return _skip("early" if sub.status == "incomplete" else "not_due", sub)
+        if sub.status == "incomplete" and sub.incomplete_expires_at is not None:
+            return _early(sub.incomplete_expires_at, sub)
+        return _skip("not_due", sub)
     unpaid = [
         invoice
         for invoice in billing.invoices.list_for_organization(organization_id)
@@ -569,7 +579,7 @@ def due_actions(
     until: datetime,
     *,
     since: datetime | None = None,
-    schedule: Sequence[timedelta] = DEFAULT_RETRY_SCHEDULE,
+    schedule: Sequence[timedelta] | None = None,
     notice: timedelta = TRIAL_WILL_END_NOTICE,
 ) -> list[DueAction]:
     """What falls due for one organization up to ``until`` (inclusive), earliest first: the
@@ -580,6 +590,7 @@ def due_actions(
     what is due next; ``advance`` does exactly that). The notice is the only entry that writes
     nothing, so it is listed only while due after ``since`` (the moment the clock last ran).
     Overdue state transitions are listed however late they are. Nothing is due while suspended."""
+    schedule = _schedule_of(billing, schedule)
     sub = billing.subscriptions.current(organization_id)
     if sub is None or sub.id is None:
         return []
@@ -650,7 +661,7 @@ def advance(
     since: datetime,
     until: datetime,
     *,
-    schedule: Sequence[timedelta] = DEFAULT_RETRY_SCHEDULE,
+    schedule: Sequence[timedelta] | None = None,
     notice: timedelta = TRIAL_WILL_END_NOTICE,
 ) -> list[tuple[datetime, str, ActionResult]]:
     """Run, in time order, everything due for the organization in ``(since, until]`` (and anything

@@ -67,6 +67,14 @@ ChangeKind = Literal["upgrade", "downgrade", "cycle_change", "same"]
 ENTERPRISE_PLAN = "enterprise"
 ENTERPRISE_PLAN_NAME = "Enterprise"
 DEFAULT_GRACE_PERIOD = timedelta(days=7)
+# Dunning: retries after the first failed charge (DESIGN.md); configuration may replace it.
+DEFAULT_RETRY_SCHEDULE: tuple[timedelta, ...] = (
+    timedelta(days=1),
+    timedelta(days=3),
+    timedelta(days=5),
+    timedelta(days=7),
+)
+TRIAL_WILL_END_NOTICE = timedelta(days=3)
 # A pending first payment (virtual account, e-wallet) is given 23 h, inside Midtrans' 24 h expiry,
 # so the subscription is cancelled before a late payment could still arrive for it.
 INCOMPLETE_EXPIRY = timedelta(hours=23)

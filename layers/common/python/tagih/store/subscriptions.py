@@ -27,7 +27,10 @@ strongly consistent before returning it.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +85,27 @@ def renewal_buckets_between(start: datetime, end: datetime) -> list[str]:
         buckets.append(renewal_bucket(hour))
         hour += timedelta(hours=1)
     return buckets
+
+
+@dataclass(frozen=True)
+class DueRenewal:
+    """A renewal the sweep found due (an index copy: the renewal re-reads and re-checks it)."""
+
+    organization_id: str
+    subscription_id: str
+    version: int
+
+
+def _encode_cursor(bucket_index: int, start_key: dict[str, Any] | None) -> str:
+    raw = json.dumps({"bucket": bucket_index, "key": start_key}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[int, dict[str, Any] | None]:
+    if not cursor:
+        return 0, None
+    decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    return int(decoded["bucket"]), decoded["key"]
 
 
 def trial_marker_key(organization_id: str) -> dict[str, str]:
@@ -209,6 +233,40 @@ class SubscriptionItems:
             if renews_at is not None and renewal_bucket(renews_at) == bucket:
                 due.append((renews_at, subscription.organization_id, subscription))
         return [subscription for _, _, subscription in sorted(due, key=lambda entry: entry[:2])]
+
+    def due_renewals(
+        self, until: datetime, *, lookback: timedelta, page_size: int, cursor: str = ""
+    ) -> tuple[list[DueRenewal], str]:
+        """One page of the renewals due by ``until``, from the hour buckets of the last ``lookback``
+        (a sweep that was missed or failed is caught up by the next one), and the cursor of the next
+        page ("" when done). Each bucket is one Query whose sort-key condition stops at ``until``,
+        so only due entries are read: O(due) items, whatever the number of subscriptions."""
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        buckets = renewal_buckets_between(until - lookback, until)
+        index, start_key = _decode_cursor(cursor)
+        due_key = f"{_utc(until).strftime(SORT_TIME_FORMAT)}#~"  # "~" sorts after any organization id
+        found: list[DueRenewal] = []
+        while index < len(buckets) and len(found) < page_size:
+            kwargs: dict[str, Any] = {
+                "IndexName": RENEWAL_INDEX,
+                "KeyConditionExpression": Key("GSI2PK").eq(f"{RENEWAL_PREFIX}{buckets[index]}")
+                & Key("GSI2SK").lte(due_key),
+                "ProjectionExpression": "#org, #id, #version",
+                "ExpressionAttributeNames": {"#org": "organization_id", "#id": "id", "#version": "version"},
+                "Limit": page_size - len(found),
+            }
+            if start_key is not None:
+                kwargs["ExclusiveStartKey"] = start_key
+            page = self._table.query(**kwargs)
+            found += [
+                DueRenewal(str(item["organization_id"]), str(item["id"]), int(str(item["version"])))
+                for item in page["Items"]
+            ]
+            start_key = page.get("LastEvaluatedKey")
+            if start_key is None:
+                index += 1
+        return found, (_encode_cursor(index, start_key) if index < len(buckets) else "")
 
     # -- transaction parts --------------------------------------------------------------------------
     def _put_subscription(self, subscription: Subscription, condition: str, **values: Any) -> dict[str, Any]:

@@ -1,0 +1,167 @@
+"""What the state machines' Lambda tasks do (``statemachines/*.asl.json`` → the timers function).
+
+Every task re-reads and re-checks the stored state through ``domain.lifecycle``, so a duplicate,
+early or late firing changes nothing. A task answers a ``TimerStep``: ``wait_until`` set means
+"wait until then and call again" (the moment moved later since the timer was armed, or the next
+dunning retry), so one execution follows its subscription or invoice to the end.
+
+An organization that owns a test clock (never on prod) is left to its clock: advancing it runs the
+same actions at the clock's time, and a real timer must not act on wall time meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+from tagih.clock import to_rfc3339
+from tagih.domain import lifecycle
+from tagih.domain.billing import Billing
+from tagih.store.subscriptions import DueRenewal
+
+MAX_SWEEP_PAGE = 500  # due renewals per Map page: well inside Step Functions' 256 KiB state
+
+
+class _Task(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SubscriptionTask(_Task):
+    action: Literal["trial_will_end", "end_trial", "end_grace", "expire_incomplete"]
+    organization_id: str = Field(min_length=1)
+    subscription_id: str = Field(min_length=1)
+
+
+class RetryPaymentTask(_Task):
+    action: Literal["retry_payment"]
+    organization_id: str = Field(min_length=1)
+    invoice_id: str = Field(min_length=1)
+    attempt: int = Field(ge=1)
+
+
+class RenewTask(_Task):
+    action: Literal["renew"]
+    organization_id: str = Field(min_length=1)
+    subscription_id: str = Field(min_length=1)
+    version: int = Field(ge=1)
+
+
+class FindDueRenewalsTask(_Task):
+    action: Literal["find_due_renewals"]
+    at: AwareDatetime
+    cursor: str = ""
+
+
+TimerTask = Annotated[
+    SubscriptionTask | RetryPaymentTask | RenewTask | FindDueRenewalsTask, Field(discriminator="action")
+]
+TIMER_TASK: TypeAdapter[TimerTask] = TypeAdapter(TimerTask)
+
+
+class TimerStep(BaseModel):
+    """A timer task's answer. ``wait_until`` (RFC 3339): wait and call again with ``attempt``."""
+
+    action: str
+    status: lifecycle.ActionStatus
+    reason: str
+    wait_until: str | None = None
+    attempt: int | None = None
+
+
+class DueRenewals(BaseModel):
+    items: list[RenewTask]
+    cursor: str  # "" when the sweep is done
+
+
+@dataclass(frozen=True)
+class TimerPorts:
+    billing: Billing
+    has_test_clock: Callable[[str], bool]
+    find_due_renewals: Callable[[datetime, str], tuple[list[DueRenewal], str]]
+    now: Callable[[], datetime]
+
+
+def _step(task: SubscriptionTask | RetryPaymentTask | RenewTask, result: lifecycle.ActionResult) -> TimerStep:
+    if result.status == "skipped" and result.reason == "early" and result.due_at is not None:
+        attempt = task.attempt if isinstance(task, RetryPaymentTask) else None
+        return TimerStep(
+            action=task.action,
+            status="skipped",
+            reason="early",
+            wait_until=to_rfc3339(result.due_at),
+            attempt=attempt,
+        )
+    if isinstance(task, RetryPaymentTask) and result.status == "done" and result.next_retry_at is not None:
+        return TimerStep(
+            action=task.action,
+            status="done",
+            reason=result.reason,
+            wait_until=to_rfc3339(result.next_retry_at),
+            attempt=task.attempt + 1,
+        )
+    return TimerStep(action=task.action, status=result.status, reason=result.reason)
+
+
+def run_timer_task(ports: TimerPorts, task: TimerTask) -> TimerStep | DueRenewals:
+    if isinstance(task, FindDueRenewalsTask):
+        found, cursor = ports.find_due_renewals(task.at, task.cursor)
+        return DueRenewals(
+            items=[
+                RenewTask(
+                    action="renew",
+                    organization_id=due.organization_id,
+                    subscription_id=due.subscription_id,
+                    version=due.version,
+                )
+                for due in found
+            ],
+            cursor=cursor,
+        )
+    if ports.has_test_clock(task.organization_id):
+        return TimerStep(action=task.action, status="skipped", reason="test_clock")
+    billing, org, at = ports.billing, task.organization_id, ports.now()
+    result: lifecycle.ActionResult
+    if isinstance(task, RetryPaymentTask):
+        result = lifecycle.retry_payment_action(billing, org, task.invoice_id, task.attempt, at)
+    elif isinstance(task, RenewTask):
+        result = lifecycle.renew_action(billing, org, task.subscription_id, task.version, at)
+    else:
+        # Trial, grace and incomplete timers act on the state they find (expected_version None):
+        # a plan change during a trial must not strand the trial's end.
+        match task.action:
+            case "trial_will_end":
+                result = lifecycle.trial_will_end_action(billing, org, task.subscription_id, None, at)
+            case "end_trial":
+                result = lifecycle.end_trial_action(billing, org, task.subscription_id, None, at)
+            case "end_grace":
+                result = lifecycle.end_grace_action(billing, org, task.subscription_id, None, at)
+            case "expire_incomplete":
+                result = lifecycle.expire_incomplete_action(billing, org, task.subscription_id, None, at)
+    return _step(task, result)
+
+
+def default_timer_ports() -> TimerPorts:
+    """The ports as the deployed timers function gets them (settings read at the first task)."""
+    from datetime import timedelta
+
+    from tagih import clock
+    from tagih.config import get_settings
+    from tagih.store.subscriptions import default_subscription_items
+    from tagih.store.test_clocks import frozen_time_of
+    from tagih.wiring import default_billing
+
+    settings = get_settings()
+    subscriptions = default_subscription_items()
+    lookback = timedelta(hours=settings.renewal_lookback_hours)
+
+    def has_test_clock(organization_id: str) -> bool:
+        return not settings.is_prod and frozen_time_of(organization_id) is not None
+
+    def find_due_renewals(until: datetime, cursor: str) -> tuple[list[DueRenewal], str]:
+        return subscriptions.due_renewals(until, lookback=lookback, page_size=MAX_SWEEP_PAGE, cursor=cursor)
+
+    return TimerPorts(default_billing(), has_test_clock, find_due_renewals, clock.now)

@@ -1,0 +1,174 @@
+"""The real timer state machines on the local stack, with durations of seconds (template parameters
+``TrialDuration``, ``GraceDuration``, ``DunningSchedule``, as ``make local PARAMS=…`` passes them):
+trial → active; cancel → grace → Free; a failing card → dunning → uncollectible → Free; and the
+hourly renewal sweep's Distributed Map renewing a due subscription when its rule fires.
+
+Outcomes are observed over HTTP (``GET /billing/subscription``, ``/billing/invoices``,
+``/_local/events``), polled with a deadline; nothing here advances time but the wall clock."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import LocalStack
+
+pytestmark = pytest.mark.e2e
+
+TRIAL_SECONDS = 3
+DEADLINE_SECONDS = 90.0
+CARD_TOKEN = "481111-1114-one-time-7d1b"
+DECLINING = "481111-decline-saved-1114"
+PRO_WITH_PPN = 331_890
+
+
+@pytest.fixture(scope="module")
+def stack(local_stack_factory: Callable[..., LocalStack]) -> LocalStack:
+    return local_stack_factory(
+        parameters={
+            "TrialDuration": f"PT{TRIAL_SECONDS}S",
+            "GraceDuration": "PT3S",
+            "DunningSchedule": "PT2S,PT4S",
+        }
+    )
+
+
+def eventually(check: Callable[[], Any], what: str) -> Any:
+    end = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"not within {DEADLINE_SECONDS}s: {what}")
+        time.sleep(0.3)
+
+
+class Org:
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
+        self.id = f"org_timer_{uuid.uuid4().hex[:8]}"
+        self.headers = stack.headers(self.id, "owner")
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        answer = self.stack.request(method, path, headers=self.headers, json=body)
+        assert answer.status_code < 300, answer.text
+        return answer.json()
+
+    def subscription(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.call("GET", "/billing/subscription")
+        return found
+
+    def invoices(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.call("GET", "/billing/invoices")["items"]
+        return found
+
+    def events(self) -> list[str]:
+        items = self.stack.request("GET", "/_local/events").json()["items"]
+        return [e["detail-type"] for e in items if e["detail"]["organization_id"] == self.id]
+
+    def card(self, token: str = CARD_TOKEN) -> str:
+        method = self.call("POST", "/billing/payment-methods", {"type": "credit_card", "token": CARD_TOKEN})
+        if token != CARD_TOKEN:  # the saved card starts declining (history the API cannot fake)
+            self.stack.aws_client("dynamodb").update_item(
+                TableName=self.table(),
+                Key={"PK": {"S": f"ORG#{self.id}"}, "SK": {"S": f"PM#{method['id']}"}},
+                UpdateExpression="SET gateway_payment_method_id = :token",
+                ExpressionAttributeValues={":token": {"S": token}},
+            )
+        return str(method["id"])
+
+    def table(self) -> str:
+        [name] = self.stack.aws_client("dynamodb").list_tables()["TableNames"]
+        return str(name)
+
+
+def test_a_trial_ends_on_its_timer_and_the_card_is_charged(stack: LocalStack) -> None:
+    org = Org(stack)
+    trial = org.call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": org.card()})
+    assert trial["status"] == "trialing"
+
+    active = eventually(
+        lambda: org.subscription()["status"] == "active" and org.subscription(), "trial → active"
+    )
+
+    assert active["current_period_start"] == trial["trial_ends_at"]
+    [invoice] = org.invoices()
+    assert (invoice["status"], invoice["billing_reason"], invoice["total"]) == (
+        "paid",
+        "subscription_create",
+        PRO_WITH_PPN,
+    )
+    assert org.events() == [
+        "billing.payment_method.added",
+        "billing.subscription.created",
+        "billing.subscription.trial_will_end",
+        "billing.invoice.created",
+        "billing.invoice.paid",
+        "billing.subscription.updated",
+    ]
+
+
+def test_a_cancelled_trial_ends_in_free_when_its_grace_ends(stack: LocalStack) -> None:
+    org = Org(stack)
+    trial = org.call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": org.card()})
+    cancelled = org.call("POST", f"/billing/subscriptions/{trial['id']}/cancel")
+    assert cancelled["status"] == "grace_period"
+
+    eventually(lambda: org.subscription()["plan"] == "free", "grace → Free")
+
+    assert org.invoices() == []  # a cancelled trial is never charged
+    assert org.events()[-1] == "billing.subscription.cancelled"
+    stored = org.call("GET", f"/billing/subscriptions/{trial['id']}")
+    assert stored["status"] == "cancelled"
+
+
+def test_a_failing_card_is_dunned_until_uncollectible_and_the_org_is_on_free(stack: LocalStack) -> None:
+    org = Org(stack)
+    org.call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": org.card(DECLINING)})
+
+    eventually(lambda: org.subscription()["plan"] == "free", "trial → past_due → retries → Free")
+
+    [invoice] = org.invoices()
+    assert (invoice["status"], invoice["retry_count"], invoice["next_retry_at"]) == ("uncollectible", 3, None)
+    assert invoice["amount_due"] == PRO_WITH_PPN
+    events = org.events()
+    assert events.count("billing.invoice.payment_failed") == 3  # the trial's end and two retries
+    assert "billing.invoice.overdue" in events
+    assert events[-1] == "billing.subscription.cancelled"
+
+
+def test_the_hourly_sweep_renews_a_subscription_whose_period_ended(stack: LocalStack) -> None:
+    org = Org(stack)
+    # This organization had its trial before: it is charged at once and active.
+    dynamodb = stack.aws_client("dynamodb")
+    dynamodb.put_item(TableName=org.table(), Item={"PK": {"S": f"ORG#{org.id}"}, "SK": {"S": "TRIALLED"}})
+    active = org.call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": org.card()})
+    assert active["status"] == "active"
+    # A month went by (history the API cannot fake): its period ended a minute ago, and its renewal
+    # index entry says so, as the store writes it.
+    ended = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    dynamodb.update_item(
+        TableName=org.table(),
+        Key={"PK": {"S": f"ORG#{org.id}"}, "SK": {"S": "SUBSCRIPTION"}},
+        UpdateExpression="SET current_period_end = :end, GSI2PK = :bucket, GSI2SK = :sort",
+        ExpressionAttributeValues={
+            ":end": {"S": ended.isoformat().replace("+00:00", "Z")},
+            ":bucket": {"S": f"RENEW#{ended.strftime('%Y-%m-%dT%H')}"},
+            ":sort": {"S": f"{ended.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{org.id}"},
+        },
+    )
+
+    fired = stack.request("POST", "/_local/rules/tagih-local-RenewalStateMachineHourlySweep/fire")
+    assert fired.status_code in (200, 202), fired.text
+
+    renewed = eventually(lambda: len(org.invoices()) == 2 and org.invoices(), "the sweep renews it")
+    cycle = next(i for i in renewed if i["billing_reason"] == "subscription_cycle")
+    assert (cycle["status"], cycle["total"]) == ("paid", PRO_WITH_PPN)
+    now_sub = org.subscription()
+    assert (now_sub["status"], now_sub["current_period_start"]) == ("active", cycle["period_start"])
