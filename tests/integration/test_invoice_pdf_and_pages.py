@@ -38,6 +38,7 @@ from tagih.store.payments import default_payment_items
 from tagih.store.table import reset_clients
 from tests.conftest import BUS_NAME, TABLE_NAME
 from tests.fakes.aws_calls import count_calls
+from tests.fakes.billing_setup import CARD_TOKEN, DECLINING, add_method, mark_trialled, set_card_token
 from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
 from tests.fakes.lambda_runtime import Answer, FakeLambdaContext, call_route, http_event, load_function
 from tests.fakes.midtrans_server import NotificationInbox, running_midtrans_fake
@@ -46,7 +47,6 @@ ORG = "org_inv_pages"
 OTHER_ORG = "org_inv_pages_other"
 BUCKET = "tagih-test-invoices"
 INVOICE = "/billing/invoices/{invoice_id}"
-CARD_TOKEN = "481111-1114-one-time-5e6f"
 HOSTILE = '<script>alert("pwned")</script> Pro'
 
 
@@ -184,14 +184,6 @@ def pay(invoice_id: str, body: Any = None, *, key: str | None = None, role: str 
         role=role,
         headers={"Idempotency-Key": key} if key else None,
     )
-
-
-def add_method(body: dict[str, Any]) -> str:
-    answer = call_route(
-        "payment_methods", "POST", "/billing/payment-methods", "/billing/payment-methods", body=body, org=ORG
-    )
-    assert answer.status == 201, answer.raw
-    return str(answer.body["id"])
 
 
 def charges_of(midtrans: MidtransFake, invoice: Invoice) -> list[dict[str, Any]]:
@@ -337,7 +329,7 @@ def test_the_hosted_page_escapes_a_hostile_line(bucket: str) -> None:
 # -- pay now -----------------------------------------------------------------------------------------
 def test_pay_now_with_a_card_pays_once_however_often_it_is_asked(midtrans: MidtransFake, events: str) -> None:
     invoice = open_invoice()
-    add_method({"type": "credit_card", "token": CARD_TOKEN})  # the default method
+    add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})  # the default method
 
     paid = pay(invoice.id, key="pay-once-1")
     replayed = pay(invoice.id, key="pay-once-1")
@@ -363,8 +355,8 @@ def test_pay_now_by_virtual_account_leaves_the_invoice_open_until_the_transfer(
     midtrans: MidtransFake, inbox: NotificationInbox
 ) -> None:
     invoice = open_invoice()
-    add_method({"type": "credit_card", "token": CARD_TOKEN})
-    bca = add_method({"type": "bank_transfer", "bank": "bca"})
+    add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
+    bca = add_method(ORG, {"type": "bank_transfer", "bank": "bca"})
 
     answer = pay(invoice.id, {"payment_method_id": bca})
     asked_again = pay(invoice.id, {"payment_method_id": bca})
@@ -396,14 +388,9 @@ def test_a_declined_card_is_402_with_the_invoice_unchanged_and_the_next_try_a_ne
     midtrans: MidtransFake,
 ) -> None:
     invoice = open_invoice()
-    card = add_method({"type": "credit_card", "token": CARD_TOKEN})
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
     table = boto3.resource("dynamodb").Table(TABLE_NAME)
-    key = {"PK": f"ORG#{ORG}", "SK": f"PM#{card}"}
-    table.update_item(
-        Key=key,
-        UpdateExpression="SET gateway_payment_method_id = :declining",
-        ExpressionAttributeValues={":declining": "481111-decline-saved-1114"},
-    )
+    set_card_token(ORG, card, DECLINING)
 
     declined = pay(invoice.id, {"payment_method_id": card})
 
@@ -413,11 +400,7 @@ def test_a_declined_card_is_402_with_the_invoice_unchanged_and_the_next_try_a_ne
     failed = table.get_item(Key={"PK": f"ORG#{ORG}", "SK": f"PAYMENT#{invoice.id}-a1"})["Item"]
     assert failed["status"] == "failed"
 
-    table.update_item(
-        Key=key,
-        UpdateExpression="SET gateway_payment_method_id = :good",
-        ExpressionAttributeValues={":good": "481111-saved-1114"},
-    )
+    set_card_token(ORG, card, "481111-saved-1114")
     paid = pay(invoice.id, {"payment_method_id": card})
 
     assert paid.status == 200, paid.raw
@@ -429,7 +412,7 @@ def test_a_declined_card_is_402_with_the_invoice_unchanged_and_the_next_try_a_ne
 
 @pytest.mark.parametrize("state", ["paid", "void", "draft"])
 def test_paid_void_and_draft_invoices_are_not_payable(midtrans: MidtransFake, state: str) -> None:
-    add_method({"type": "credit_card", "token": CARD_TOKEN})
+    add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
     store = default_invoice_items()
     invoice = open_invoice()
     if state == "paid":
@@ -481,11 +464,9 @@ def test_paying_an_incomplete_subscriptions_transfer_invoice_by_card_activates_i
     midtrans: MidtransFake, events: str
 ) -> None:
     # Subscribed by BCA virtual account (no trial left): incomplete, its first invoice open at a1.
-    boto3.resource("dynamodb").Table(TABLE_NAME).put_item(
-        Item={"PK": f"ORG#{ORG}", "SK": "TRIALLED", "entity": "trial_marker"}
-    )
-    bca = add_method({"type": "bank_transfer", "bank": "bca"})
-    card = add_method({"type": "credit_card", "token": CARD_TOKEN})
+    mark_trialled(ORG)
+    bca = add_method(ORG, {"type": "bank_transfer", "bank": "bca"})
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
     subscribed = call_route(
         "subscriptions",
         "POST",
@@ -516,7 +497,7 @@ def test_paying_an_incomplete_subscriptions_transfer_invoice_by_card_activates_i
 def test_money_already_taken_for_the_invoice_settles_it_without_a_new_charge(midtrans: MidtransFake) -> None:
     # A charge that succeeded while its invoice never heard (a crash between the two writes).
     invoice = open_invoice()
-    card = add_method({"type": "credit_card", "token": CARD_TOKEN})
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
     now = clock.now()
     claim = Payment(
         organization_id=ORG,

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import boto3
 import pytest
 
 from local.midtrans_fake import MidtransFake
@@ -25,14 +24,21 @@ from tagih.domain.billing import Billing, SubscriptionStore
 from tagih.domain.errors import GatewayUnavailable
 from tagih.domain.invoices import Invoice
 from tagih.domain.subscriptions import Subscription
-from tests.conftest import BUS_NAME, TABLE_NAME
-from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
+from tests.conftest import BUS_NAME
+from tests.fakes.billing_setup import (
+    CARD_TOKEN,
+    DECLINING,
+    add_method,
+    event_types,
+    invoice_charges,
+    mark_trialled,
+    set_card_token,
+)
+from tests.fakes.gateway_env import configure_gateways, event_queue
 from tests.fakes.lambda_runtime import Answer, call_api, call_route
 from tests.fakes.midtrans_server import running_midtrans_fake
 
 ORG = "org_lifecycle"
-CARD_TOKEN = "481111-1114-one-time-7d1b"
-DECLINING = "481111-decline-saved-1114"
 PRO_WITH_PPN = 331_890  # 299,000 + 11 % PPN
 TRIAL = timedelta(hours=1)
 T0 = datetime.now(UTC).replace(microsecond=0)
@@ -60,30 +66,6 @@ def call(method: str, path: str, body: Any = None) -> Answer:
     return call_api(method, path, body=body, org=ORG)
 
 
-def add_method(body: dict[str, Any]) -> str:
-    answer = call("POST", "/billing/payment-methods", body)
-    assert answer.status == 201, answer.raw
-    return str(answer.body["id"])
-
-
-def set_card_token(method_id: str, token: str) -> str:
-    table = boto3.resource("dynamodb").Table(TABLE_NAME)
-    key = {"PK": f"ORG#{ORG}", "SK": f"PM#{method_id}"}
-    saved = str(table.get_item(Key=key)["Item"]["gateway_payment_method_id"])
-    table.update_item(
-        Key=key,
-        UpdateExpression="SET gateway_payment_method_id = :token",
-        ExpressionAttributeValues={":token": token},
-    )
-    return saved
-
-
-def mark_trialled() -> None:
-    boto3.resource("dynamodb").Table(TABLE_NAME).put_item(
-        Item={"PK": f"ORG#{ORG}", "SK": "TRIALLED", "entity": "trial_marker"}
-    )
-
-
 def stored(billing: Billing) -> Subscription:
     sub = billing.subscriptions.current(ORG)
     assert sub is not None
@@ -91,21 +73,12 @@ def stored(billing: Billing) -> Subscription:
 
 
 def trialing(billing: Billing, method: dict[str, Any] | None = None) -> tuple[Subscription, str]:
-    card = add_method(method or {"type": "credit_card", "token": CARD_TOKEN})
+    card = add_method(ORG, method or {"type": "credit_card", "token": CARD_TOKEN})
     subscribed = services.subscribe(
         billing, organization_id=ORG, plan_slug="pro", cycle="monthly", payment_method_id=card, now=T0
     )
     assert subscribed.subscription.status == "trialing"
     return subscribed.subscription, card
-
-
-def charges(midtrans: MidtransFake) -> list[dict[str, Any]]:
-    """Charges of invoices (adding a card also makes a verification charge, left out)."""
-    return [c for c in midtrans.charges if str(c["order_id"]).startswith("inv_")]
-
-
-def event_types(queue: str) -> list[str]:
-    return [str(e["detail-type"]) for e in received_events(queue)]
 
 
 def test_trial_end_with_a_good_card_activates_and_pays_once(
@@ -117,7 +90,7 @@ def test_trial_end_with_a_good_card_activates_and_pays_once(
 
     early = lifecycle.end_trial_action(billing, ORG, trial.id, trial.version, T0 + TRIAL / 2)
     assert (early.status, early.reason) == ("skipped", "early")
-    assert charges(midtrans) == []
+    assert invoice_charges(midtrans) == []
 
     ended = lifecycle.end_trial_action(billing, ORG, trial.id, trial.version, T0 + TRIAL)
     again = lifecycle.end_trial_action(billing, ORG, trial.id, trial.version, T0 + TRIAL)
@@ -125,7 +98,7 @@ def test_trial_end_with_a_good_card_activates_and_pays_once(
 
     assert (ended.status, ended.reason) == ("done", "paid")
     assert again.status == unversioned.status == "skipped"
-    assert len(charges(midtrans)) == 1
+    assert len(invoice_charges(midtrans)) == 1
     active = stored(billing)
     assert active.status == "active"
     assert active.current_period_start == T0 + TRIAL
@@ -148,7 +121,7 @@ def test_trial_end_with_a_declined_card_is_past_due_with_an_open_invoice(
     billing: Billing, midtrans: MidtransFake, events: str
 ) -> None:
     trial, card = trialing(billing)
-    set_card_token(card, DECLINING)
+    set_card_token(ORG, card, DECLINING)
     assert trial.id is not None
 
     failed = lifecycle.end_trial_action(billing, ORG, trial.id, trial.version, T0 + TRIAL)
@@ -162,12 +135,12 @@ def test_trial_end_with_a_declined_card_is_past_due_with_an_open_invoice(
     assert (invoice.retry_count, invoice.next_retry_at) == (1, T0 + TRIAL + DAY)
     assert invoice.amount_due == PRO_WITH_PPN
     assert "billing.invoice.payment_failed" in event_types(events)
-    assert len(charges(midtrans)) == 1
+    assert len(invoice_charges(midtrans)) == 1
 
 
 def test_a_retry_that_succeeds_recovers_the_subscription(billing: Billing, midtrans: MidtransFake) -> None:
     trial, card = trialing(billing)
-    good = set_card_token(card, DECLINING)
+    good = set_card_token(ORG, card, DECLINING)
     assert trial.id is not None
     first = lifecycle.end_trial_action(billing, ORG, trial.id, trial.version, T0 + TRIAL)
     assert first.invoice is not None
@@ -183,7 +156,7 @@ def test_a_retry_that_succeeds_recovers_the_subscription(billing: Billing, midtr
     assert retry1.invoice.status == "overdue"
     assert stored(billing).status == "past_due"
 
-    set_card_token(card, good)
+    set_card_token(ORG, card, good)
     retry2 = lifecycle.retry_payment_action(billing, ORG, invoice_id, 2, failed_at + 3 * DAY)
     replayed = lifecycle.retry_payment_action(billing, ORG, invoice_id, 2, failed_at + 3 * DAY)
 
@@ -191,14 +164,14 @@ def test_a_retry_that_succeeds_recovers_the_subscription(billing: Billing, midtr
     assert stored(billing).status == "active"
     paid = billing.invoices.get(ORG, invoice_id)
     assert (paid.status, paid.retry_count, paid.amount_paid) == ("paid", 2, PRO_WITH_PPN)
-    assert len(charges(midtrans)) == 3  # the trial end and two retries, each once
+    assert len(invoice_charges(midtrans)) == 3  # the trial end and two retries, each once
 
 
 def test_when_every_retry_fails_the_invoice_is_uncollectible_and_the_org_on_free(
     billing: Billing, midtrans: MidtransFake, events: str
 ) -> None:
     trial, card = trialing(billing)
-    set_card_token(card, DECLINING)
+    set_card_token(ORG, card, DECLINING)
 
     ran = lifecycle.advance(billing, ORG, T0, T0 + 30 * DAY)
 
@@ -210,7 +183,7 @@ def test_when_every_retry_fails_the_invoice_is_uncollectible_and_the_org_on_free
         (failed_at + 5 * DAY, "retry_payment", "payment_failed"),
         (failed_at + 7 * DAY, "retry_payment", "retries_exhausted"),
     ]
-    assert len(charges(midtrans)) == 5
+    assert len(invoice_charges(midtrans)) == 5
     assert stored(billing).status == "cancelled"
     invoice = ran[-1][2].invoice
     assert invoice is not None
@@ -224,8 +197,8 @@ def test_when_every_retry_fails_the_invoice_is_uncollectible_and_the_org_on_free
 
 
 def test_renewal_moves_the_period_and_invoices_pro_with_ppn(billing: Billing, midtrans: MidtransFake) -> None:
-    mark_trialled()
-    card = add_method({"type": "credit_card", "token": CARD_TOKEN})
+    mark_trialled(ORG)
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
     started = services.subscribe(
         billing, organization_id=ORG, plan_slug="pro", cycle="monthly", payment_method_id=card, now=T0
     ).subscription
@@ -233,20 +206,20 @@ def test_renewal_moves_the_period_and_invoices_pro_with_ppn(billing: Billing, mi
     assert started.id is not None
     end = started.current_period_end
     assert end is not None
-    charged = len(charges(midtrans))
+    charged = len(invoice_charges(midtrans))
 
     early = lifecycle.renew_action(billing, ORG, started.id, started.version, end - timedelta(seconds=1))
     stale = lifecycle.renew_action(billing, ORG, started.id, started.version - 1, end)
     other = lifecycle.renew_action(billing, ORG, "sub_someone_else", None, end)
     assert [r.reason for r in (early, stale, other)] == ["early", "stale", "stale"]
-    assert len(charges(midtrans)) == charged
+    assert len(invoice_charges(midtrans)) == charged
     assert stored(billing) == started
 
     renewed = lifecycle.renew_action(billing, ORG, started.id, started.version, end)
     duplicate = lifecycle.renew_action(billing, ORG, started.id, started.version, end)
 
     assert (renewed.reason, duplicate.status) == ("paid", "skipped")
-    assert len(charges(midtrans)) == charged + 1
+    assert len(invoice_charges(midtrans)) == charged + 1
     now_sub = stored(billing)
     assert now_sub.status == "active"
     assert now_sub.current_period_start == end
@@ -265,14 +238,14 @@ def test_renewal_moves_the_period_and_invoices_pro_with_ppn(billing: Billing, mi
 def test_a_declined_renewal_is_past_due_with_its_first_retry_scheduled(
     billing: Billing, midtrans: MidtransFake
 ) -> None:
-    mark_trialled()
-    card = add_method({"type": "credit_card", "token": CARD_TOKEN})
+    mark_trialled(ORG)
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
     started = services.subscribe(
         billing, organization_id=ORG, plan_slug="pro", cycle="monthly", payment_method_id=card, now=T0
     ).subscription
     assert started.id is not None
     assert started.current_period_end is not None
-    set_card_token(card, DECLINING)
+    set_card_token(ORG, card, DECLINING)
 
     failed = lifecycle.renew_action(billing, ORG, started.id, None, started.current_period_end)
 
@@ -284,17 +257,17 @@ def test_a_declined_renewal_is_past_due_with_its_first_retry_scheduled(
 
 
 def test_the_customer_paying_a_dunned_invoice_ends_past_due(billing: Billing, midtrans: MidtransFake) -> None:
-    mark_trialled()
-    card = add_method({"type": "credit_card", "token": CARD_TOKEN})
+    mark_trialled(ORG)
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
     started = services.subscribe(
         billing, organization_id=ORG, plan_slug="pro", cycle="monthly", payment_method_id=card, now=T0
     ).subscription
     assert started.id is not None
     assert started.current_period_end is not None
-    saved = set_card_token(card, DECLINING)
+    saved = set_card_token(ORG, card, DECLINING)
     failed = lifecycle.renew_action(billing, ORG, started.id, None, started.current_period_end)
     assert failed.invoice is not None
-    set_card_token(card, saved)  # the customer fixed the card with the bank
+    set_card_token(ORG, card, saved)  # the customer fixed the card with the bank
 
     paid = call_route(
         "invoices",
@@ -330,15 +303,15 @@ def test_grace_end_cancels_to_free(billing: Billing, midtrans: MidtransFake, eve
     assert never_charged.status == early.status == again.status == "skipped"
     assert (ended.status, ended.reason) == ("done", "cancelled")
     assert stored(billing).status == "cancelled"
-    assert charges(midtrans) == []
+    assert invoice_charges(midtrans) == []
     assert event_types(events)[-1] == "billing.subscription.cancelled"
 
 
 def test_an_expired_incomplete_subscription_is_cancelled_with_its_invoice_void(
     billing: Billing, midtrans: MidtransFake
 ) -> None:
-    mark_trialled()
-    bca = add_method({"type": "bank_transfer", "bank": "bca"})
+    mark_trialled(ORG)
+    bca = add_method(ORG, {"type": "bank_transfer", "bank": "bca"})
     started = services.subscribe(
         billing, organization_id=ORG, plan_slug="pro", cycle="monthly", payment_method_id=bca, now=T0
     )
@@ -372,7 +345,7 @@ def test_due_actions_lists_what_falls_due_in_time_order(billing: Billing, midtra
 
     assert [name for _, name, _ in ran] == ["trial_will_end", "end_trial", "renew"]
     assert [result.status for _, _, result in ran] == ["done", "done", "done"]
-    assert len(charges(midtrans)) == 2
+    assert len(invoice_charges(midtrans)) == 2
     nxt = lifecycle.due_actions(long_trial, ORG, ends + 365 * DAY)
     assert [d.name for d in nxt] == ["renew"]
     assert nxt[0].at == stored(long_trial).current_period_end
@@ -384,7 +357,7 @@ def test_a_trial_end_cut_short_by_the_gateway_is_resumed_by_the_next_firing(
 ) -> None:
     trial, card = trialing(billing)
     assert trial.id is not None
-    good = set_card_token(card, "481111-hang-saved-1114")  # the bank never answers: 503-like
+    good = set_card_token(ORG, card, "481111-hang-saved-1114")  # the bank never answers: 503-like
 
     with pytest.raises(GatewayUnavailable):
         lifecycle.end_trial_action(billing, ORG, trial.id, trial.version, T0 + TRIAL)
@@ -392,13 +365,13 @@ def test_a_trial_end_cut_short_by_the_gateway_is_resumed_by_the_next_firing(
     assert left.trial_over_awaiting_payment
     assert [i.status for i in billing.invoices.list_for_organization(ORG)] == ["draft"]
 
-    set_card_token(card, good)
+    set_card_token(ORG, card, good)
     resumed = lifecycle.end_trial_action(billing, ORG, trial.id, trial.version, T0 + TRIAL)
 
     assert (resumed.status, resumed.reason) == ("done", "paid")
     assert stored(billing).status == "active"
     assert [i.status for i in billing.invoices.list_for_organization(ORG)] == ["paid"]
-    assert len(charges(midtrans)) == 1
+    assert len(invoice_charges(midtrans)) == 1
 
 
 class CrashOnOutcome:
@@ -444,4 +417,4 @@ def test_a_charge_made_before_a_crash_is_recorded_by_the_next_firing_not_made_ag
     assert (resumed.status, resumed.reason) == ("done", "paid")
     assert stored(billing).status == "active"
     assert billing.invoices.get(ORG, left.id).status == "paid"
-    assert len(charges(midtrans)) == 1
+    assert len(invoice_charges(midtrans)) == 1

@@ -15,6 +15,7 @@ from local.midtrans_fake import MidtransFake
 from tagih import clock
 from tagih.clock import parse_rfc3339
 from tests.conftest import BUS_NAME, TABLE_NAME
+from tests.fakes.billing_setup import CARD_TOKEN, add_method, mark_trialled
 from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
 from tests.fakes.lambda_runtime import (
     Answer,
@@ -29,7 +30,6 @@ from tests.fakes.midtrans_server import running_midtrans_fake
 TARGET = "org_customer"
 OPERATORS_ORG = "org_ops"
 SUBS = "/billing/subscriptions"
-CARD_TOKEN = "481111-1114-one-time-3f8d"
 NOW = datetime(2026, 6, 10, 9, 15, 0, tzinfo=UTC)
 LIMITS = {
     "members": 500,
@@ -168,11 +168,9 @@ def test_enterprise_activation_puts_custom_terms_in_force_with_an_open_invoice_o
 def test_enterprise_converts_a_live_subscription_crediting_its_unused_time(
     midtrans: MidtransFake, frozen: PinnedClock
 ) -> None:
-    boto3.resource("dynamodb").Table(TABLE_NAME).put_item(
-        Item={"PK": f"ORG#{TARGET}", "SK": "TRIALLED", "entity": "trial_marker"}
-    )
-    card = customer("POST", "/billing/payment-methods", {"type": "credit_card", "token": CARD_TOKEN})
-    pro = customer("POST", SUBS, {"plan": "pro", "payment_method_id": card.body["id"]}).body
+    mark_trialled(TARGET)
+    card = add_method(TARGET, {"type": "credit_card", "token": CARD_TOKEN})
+    pro = customer("POST", SUBS, {"plan": "pro", "payment_method_id": card}).body
     assert pro["status"] == "active"
     frozen.at = NOW + timedelta(days=12, seconds=37)
 

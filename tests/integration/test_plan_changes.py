@@ -8,6 +8,7 @@ subscription's actual period, with integer half-up rounding, independently of th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -21,14 +22,20 @@ from tagih import clock
 from tagih.clock import parse_rfc3339
 from tests.conftest import BUS_NAME, TABLE_NAME
 from tests.fakes.aws_calls import after_succeeded_charge_is_recorded
+from tests.fakes.billing_setup import (
+    CARD_TOKEN,
+    DECLINING,
+    add_method,
+    event_types,
+    mark_trialled,
+    set_card_token,
+)
 from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
 from tests.fakes.lambda_runtime import Answer, PinnedClock, call_api
-from tests.fakes.midtrans_server import running_midtrans_fake
+from tests.fakes.midtrans_server import NotificationInbox, running_midtrans_fake
 
 ORG = "org_changes"
 SUBS = "/billing/subscriptions"
-CARD_TOKEN = "481111-1114-one-time-9c2a"
-DECLINING_CARD = "481111-decline-saved-1114"
 PRO, BUSINESS = 299_000, 990_000
 PPN_BPS = 1_100
 STARTED = datetime(2026, 3, 5, 8, 30, 0, tzinfo=UTC)
@@ -74,33 +81,12 @@ def invoices() -> list[dict[str, Any]]:
     return sorted(items("INVOICE#"), key=lambda i: str(i["created_at"]))
 
 
-def mark_trialled() -> None:
-    boto3.resource("dynamodb").Table(TABLE_NAME).put_item(
-        Item={"PK": f"ORG#{ORG}", "SK": "TRIALLED", "entity": "trial_marker"}
-    )
-
-
-def set_card_token(method_id: str, token: str) -> str:
-    """Replace what Midtrans saved for the card (a ``decline`` token makes the bank refuse the next
-    charge); returns the token it had."""
-    table = boto3.resource("dynamodb").Table(TABLE_NAME)
-    key = {"PK": f"ORG#{ORG}", "SK": f"PM#{method_id}"}
-    saved = str(table.get_item(Key=key)["Item"]["gateway_payment_method_id"])
-    table.update_item(
-        Key=key,
-        UpdateExpression="SET gateway_payment_method_id = :token",
-        ExpressionAttributeValues={":token": token},
-    )
-    return saved
-
-
 def subscribed_to_pro(frozen: PinnedClock) -> dict[str, Any]:
     """An active Pro subscription whose first invoice was paid by card at ``STARTED``."""
-    mark_trialled()
+    mark_trialled(ORG)
     frozen.at = STARTED
-    card = call("POST", "/billing/payment-methods", {"type": "credit_card", "token": CARD_TOKEN})
-    assert card.status == 201, card.raw
-    answer = call("POST", SUBS, {"plan": "pro", "payment_method_id": card.body["id"]})
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
+    answer = call("POST", SUBS, {"plan": "pro", "payment_method_id": card})
     assert answer.status == 201, answer.raw
     assert answer.body["status"] == "active"
     return answer.body
@@ -130,10 +116,6 @@ def change_charges(midtrans: MidtransFake, first_invoice_id: str) -> list[dict[s
         for c in midtrans.charges
         if c["order_id"].startswith("inv_") and not c["order_id"].startswith(first_invoice_id)
     ]
-
-
-def event_types(queue: str) -> list[str]:
-    return [str(e["detail-type"]) for e in received_events(queue)]
 
 
 def test_an_upgrade_mid_period_invoices_the_proration_with_tax_and_charges_it_once(
@@ -326,7 +308,7 @@ def test_a_declined_upgrade_is_402_keeps_the_plan_and_a_retry_charges_anew(
 ) -> None:
     pro = subscribed_to_pro(frozen)
     [first] = invoices()
-    saved = set_card_token(pro["payment_method_id"], DECLINING_CARD)
+    saved = set_card_token(ORG, pro["payment_method_id"], DECLINING)
     frozen.at = CHANGED
 
     declined = call("POST", f"{SUBS}/{pro['id']}/change", {"plan": "business"})
@@ -339,7 +321,7 @@ def test_a_declined_upgrade_is_402_keeps_the_plan_and_a_retry_charges_anew(
     assert [i["id"] for i in invoices()] == [first["id"]]
 
     # The card works again: the same change is a new attempt with a reference of its own.
-    set_card_token(pro["payment_method_id"], saved)
+    set_card_token(ORG, pro["payment_method_id"], saved)
     retried = call("POST", f"{SUBS}/{pro['id']}/change", {"plan": "business"})
 
     assert retried.status == 200, retried.raw
@@ -415,8 +397,8 @@ def test_refused_changes(
     assert scan() == table_before
 
 
-def test_a_virtual_account_upgrade_keeps_the_plan_and_the_open_invoice_until_paid(
-    midtrans: MidtransFake, frozen: PinnedClock
+def test_a_virtual_account_upgrade_keeps_the_plan_until_the_transfer_settles_then_applies_it(
+    midtrans: MidtransFake, frozen: PinnedClock, events: str
 ) -> None:
     pro = subscribed_to_pro(frozen)
     [first] = invoices()
@@ -441,6 +423,27 @@ def test_a_virtual_account_upgrade_keeps_the_plan_and_the_open_invoice_until_pai
     assert again.status == 200, again.raw
     assert again.body["prorated_invoice"]["id"] == invoice["id"]
     assert len(change_charges(midtrans, first["id"])) == 1
+
+    # The payer transfers an hour later: Midtrans' notification pays the invoice and applies the
+    # change as asked (the period and its proration are those of the request), exactly once.
+    frozen.at = CHANGED + timedelta(hours=1)
+    with NotificationInbox() as inbox:
+        midtrans.notification_url = inbox.url
+        midtrans.settle(f"{invoice['id']}-a1")
+        [notification] = inbox.bodies
+    for _ in range(2):  # Midtrans redelivers; the second changes nothing
+        delivered = call_api("POST", "/webhooks/midtrans", body=json.loads(notification))
+        assert delivered.status == 200, delivered.raw
+
+    changed = call("GET", f"{SUBS}/{pro['id']}").body
+    assert (changed["plan"], changed["version"]) == ("business", pro["version"] + 1)
+    assert changed["current_period_end"] == pro["current_period_end"]
+    assert changed["limits"]["members"] == 100
+    paid = call("GET", f"/billing/invoices/{invoice['id']}").body
+    assert (paid["status"], paid["amount_paid"]) == ("paid", invoice["amount"])
+    kinds = [e["detail-type"] for e in received_events(events)]
+    assert kinds.count("billing.invoice.paid") == 2  # the first invoice, then this one
+    assert kinds[-2:] == ["billing.invoice.paid", "billing.subscription.updated"]
 
 
 def test_a_request_that_failed_after_charging_is_finished_by_its_retry_without_charging_again(

@@ -16,7 +16,15 @@ import pytest
 from local.midtrans_fake import MidtransFake
 from tagih.clock import parse_rfc3339
 from tests.conftest import BUS_NAME, TABLE_NAME
-from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
+from tests.fakes.billing_setup import (
+    CARD_TOKEN,
+    DECLINING,
+    add_method,
+    event_types,
+    mark_trialled,
+    set_card_token,
+)
+from tests.fakes.gateway_env import configure_gateways, event_queue
 from tests.fakes.lambda_runtime import (
     Answer,
     FakeLambdaContext,
@@ -28,7 +36,6 @@ from tests.fakes.midtrans_server import NotificationInbox, running_midtrans_fake
 
 ORG = "org_subs"
 SUBS = "/billing/subscriptions"
-CARD_TOKEN = "481111-1114-one-time-5e6f"
 
 
 @pytest.fixture
@@ -59,23 +66,6 @@ def call(method: str, path: str, body: Any = None, **kwargs: Any) -> Answer:
 def items(prefix: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = boto3.resource("dynamodb").Table(TABLE_NAME).scan()["Items"]
     return [i for i in found if i["PK"] == f"ORG#{ORG}" and str(i["SK"]).startswith(prefix)]
-
-
-def mark_trialled() -> None:
-    """The organization had its trial long ago (subscribing again pays at once)."""
-    boto3.resource("dynamodb").Table(TABLE_NAME).put_item(
-        Item={"PK": f"ORG#{ORG}", "SK": "TRIALLED", "entity": "trial_marker"}
-    )
-
-
-def add_method(body: dict[str, Any]) -> str:
-    answer = call("POST", "/billing/payment-methods", body)
-    assert answer.status == 201, answer.raw
-    return str(answer.body["id"])
-
-
-def event_types(queue: str) -> list[str]:
-    return [str(e["detail-type"]) for e in received_events(queue)]
 
 
 def test_an_organization_without_a_subscription_is_on_free(midtrans: MidtransFake) -> None:
@@ -113,8 +103,8 @@ def test_subscribing_starts_a_fourteen_day_trial_on_the_cheapest_paid_plan(
 def test_without_a_trial_the_first_invoice_is_charged_and_paid_at_once(
     midtrans: MidtransFake, events: str
 ) -> None:
-    mark_trialled()
-    card = add_method({"type": "credit_card", "token": CARD_TOKEN})
+    mark_trialled(ORG)
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
 
     answer = call("POST", SUBS, {"plan": "pro", "payment_method_id": card})
 
@@ -144,14 +134,10 @@ def test_without_a_trial_the_first_invoice_is_charged_and_paid_at_once(
 
 
 def test_a_declined_first_charge_is_402_and_keeps_nothing(midtrans: MidtransFake) -> None:
-    mark_trialled()
+    mark_trialled(ORG)
     # A card Midtrans saved, later declined by its bank on the charge.
-    card = add_method({"type": "credit_card", "token": CARD_TOKEN})
-    boto3.resource("dynamodb").Table(TABLE_NAME).update_item(
-        Key={"PK": f"ORG#{ORG}", "SK": f"PM#{card}"},
-        UpdateExpression="SET gateway_payment_method_id = :declining",
-        ExpressionAttributeValues={":declining": "481111-decline-saved-1114"},
-    )
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
+    set_card_token(ORG, card, DECLINING)
 
     answer = call("POST", SUBS, {"plan": "pro", "payment_method_id": card})
 
@@ -166,8 +152,8 @@ def test_a_declined_first_charge_is_402_and_keeps_nothing(midtrans: MidtransFake
 def test_a_virtual_account_subscription_is_incomplete_until_the_transfer_settles(
     midtrans: MidtransFake, inbox: NotificationInbox, events: str
 ) -> None:
-    mark_trialled()
-    bca = add_method({"type": "bank_transfer", "bank": "bca"})
+    mark_trialled(ORG)
+    bca = add_method(ORG, {"type": "bank_transfer", "bank": "bca"})
 
     answer = call("POST", SUBS, {"plan": "business", "payment_method_id": bca})
 

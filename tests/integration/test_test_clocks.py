@@ -16,6 +16,7 @@ from local.midtrans_fake import MidtransFake
 from tagih.clock import parse_rfc3339, to_rfc3339
 from tagih.store.table import reset_clients
 from tests.conftest import TABLE_NAME
+from tests.fakes.billing_setup import CARD_TOKEN, add_method
 from tests.fakes.gateway_env import configure_gateways
 from tests.fakes.lambda_runtime import Answer, call_api
 from tests.fakes.midtrans_server import running_midtrans_fake
@@ -25,7 +26,6 @@ OTHER = "org_wall_time"
 CLOCK = "/billing/test-clock"
 ADVANCE = "/billing/test-clock/advance"
 SUBS = "/billing/subscriptions"
-CARD_TOKEN = "481111-1114-one-time-c10c"
 FROZEN = datetime(2027, 1, 1, tzinfo=UTC)
 TRIAL_ENDS = FROZEN + timedelta(days=14)
 FIRST_PERIOD_ENDS = datetime(2027, 2, 15, tzinfo=UTC)
@@ -47,9 +47,7 @@ def attach(at: datetime = FROZEN, org: str = ORG) -> Answer:
 
 
 def add_card(org: str = ORG) -> str:
-    answer = call("POST", "/billing/payment-methods", {"type": "credit_card", "token": CARD_TOKEN}, org=org)
-    assert answer.status == 201, answer.raw
-    return str(answer.body["id"])
+    return add_method(org, {"type": "credit_card", "token": CARD_TOKEN})
 
 
 def invoices(org: str = ORG) -> list[dict[str, Any]]:
