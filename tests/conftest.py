@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local.aws import make_dynamodb_calls_atomic
+from local.aws import make_dynamodb_calls_atomic, make_dynamodb_transactions_copy_once
 from local.cfn_yaml import load_template
 from tagih.store.table import reset_clients
 from tests.fakes.lambda_runtime import ROOT, FakeLambdaContext
@@ -69,6 +69,7 @@ def aws(aws_env: None) -> Iterator[None]:
     reset_default_gateways()
     reset_timers_client()
     make_dynamodb_calls_atomic()
+    make_dynamodb_transactions_copy_once()
     with mock_aws():
         boto3.client("dynamodb").create_table(**table_definition())
         boto3.client("events").create_event_bus(Name=BUS_NAME)

@@ -39,6 +39,7 @@ from functools import partial
 from pathlib import Path
 
 from tests.fakes.lambda_runtime import ROOT
+from tools import bench_usage
 from tools.functions import Function, load_functions
 
 GOAL = 1.3
@@ -198,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     functions = [f for f in functions if f.logical_id not in missing]
     base, traced, untraced = measure(functions, max(1, args.runs))
     print(report(base, traced, untraced, max(1, args.runs)))
+    print()
+    print(bench_usage.run(total=100_000, batch=1_000))  # usage ingestion (tools/bench_usage.py)
     return 0
 
 

@@ -7,11 +7,13 @@ from datetime import datetime
 from importlib import resources
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Currency = Literal["IDR", "USD", "EUR", "GBP", "AUD", "ZAR"]
 CURRENCIES: tuple[str, ...] = ("IDR", "USD", "EUR", "GBP", "AUD", "ZAR")
 METRICS: tuple[str, ...] = ("members", "applications", "storage_bytes", "api_calls", "webhooks")
+# Metrics whose reports set the current value (a count of things), not add to a running total.
+GAUGE_METRICS: frozenset[str] = frozenset({"members", "applications", "storage_bytes", "webhooks"})
 
 
 class Limits(BaseModel):
@@ -39,6 +41,16 @@ class Features(BaseModel):
     dedicated_support: bool = False
 
 
+class OveragePrice(BaseModel):
+    """What a unit of use beyond the quota costs: ``unit_amount`` for each started block of
+    ``per_units`` (Rp 20.000 per 10.000 API calls), so prices below one rupiah per call stay integers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    unit_amount: int = Field(ge=0, description="In the plan's currency unit, per block of `per_units`.")
+    per_units: int = Field(default=1, ge=1)
+
+
 class Plan(BaseModel):
     id: str
     slug: str
@@ -49,11 +61,25 @@ class Plan(BaseModel):
     limits: Limits
     features: Features
     trial_days: int = Field(ge=0)
+    overage: dict[str, OveragePrice] = Field(
+        default_factory=dict,
+        description="Counted metrics (api_calls, custom metrics) whose use beyond the quota is billed "
+        "in arrears on the renewal invoice; a metric not listed stops at its quota.",
+    )
     is_custom: bool
     is_active: bool
     sort_order: int
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("overage")
+    @classmethod
+    def _counted_metrics_only(cls, value: dict[str, OveragePrice]) -> dict[str, OveragePrice]:
+        # A gauge (members, storage) has no "use beyond the quota" over time; add-ons raise those.
+        gauges = sorted(set(value) & GAUGE_METRICS)
+        if gauges:
+            raise ValueError(f"overage applies to counted metrics only, not {', '.join(gauges)}")
+        return value
 
 
 class Addon(BaseModel):
