@@ -23,7 +23,7 @@ help:
 	@echo "make build     sam build (layer wheels for python3.13 arm64)"
 	@echo "make validate  sam validate --lint"
 	@echo "make bench     cold-start import ratios and other numbers"
-	@echo "make openapi   regenerate docs/openapi.json"
+	@echo "make openapi   regenerate docs/openapi.json, docs/events.md and docs/events/*.schema.json"
 	@echo "make deploy    sam build && sam deploy --config-env \$$ENV (default dev)"
 
 $(VENV)/.installed: requirements/dev.lock
@@ -78,6 +78,7 @@ bench: venv
 
 openapi: venv
 	$(BIN)/python -m tools.openapi --write
+	$(BIN)/python -m tools.events_catalog --write
 
 deploy: build
 	$(VENV_SAM)/bin/sam deploy --config-env $(ENV)

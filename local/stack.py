@@ -53,6 +53,10 @@ def local_parameters(port: int) -> dict[str, str]:
         "JwksUrl": f"http://127.0.0.1:{port}/_local/jwks.json",
         "JwtIssuer": tokens.LOCAL_ISSUER,
         "JwtAudience": tokens.LOCAL_AUDIENCE,
+        # Webhook retries back off in seconds here, so the retry path shows within a minute (API.md).
+        "WebhookRetryBaseSeconds": "2",
+        "WebhookRetryMaxDelaySeconds": "30",
+        "WebhookRetryWindowSeconds": "300",
     }
 
 
@@ -141,6 +145,8 @@ class LocalStack:
                 "MIDTRANS_API_BASE": midtrans.api_base,
                 "MIDTRANS_SNAP_BASE": midtrans.snap_base,
                 "PUBLIC_BASE_URL": front_url,
+                # Receivers on 127.0.0.1/localhost over http, here only (API.md "Tenant webhooks").
+                "WEBHOOK_ALLOW_LOOPBACK": "true",
             }
         )
         self.invoker = invoker

@@ -6,7 +6,7 @@ import secrets
 import string
 
 _ALPHABET = string.ascii_letters + string.digits
-PREFIXES = frozenset({"sub", "inv", "pm", "acct", "evt", "wh", "txn", "key", "si"})
+PREFIXES = frozenset({"sub", "inv", "pm", "acct", "evt", "wh", "txn", "key", "si", "whd"})
 
 
 def new_id(prefix: str, length: int = 20) -> str:

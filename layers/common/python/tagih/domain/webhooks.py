@@ -1,0 +1,545 @@
+"""Tenant webhooks: endpoints, the delivery of billing events to them, and its retries.
+
+Endpoints (API.md "Tenant webhooks") are an organization's URLs with the event types each wants and
+a signing secret shown once. Delivery runs behind the bus: an EventBridge rule puts every billing
+event on an SQS queue, and the dispatcher (``functions/webhook_dispatch``) *fans out* each event
+into one delivery per subscribed endpoint (``fan_out``), then *attempts* each delivery on its own
+(``attempt_delivery``): a POST of the event envelope, signed, with a 5 s timeout, no redirects.
+
+Retries. Each delivery is its own SQS message on the delivery queue; a failed attempt (non-2xx,
+timeout, refused URL) records the attempt on the delivery item and sends the next message with
+``DelaySeconds`` = the backoff. SQS delays at most 900 s, so a longer wait is chained: a message
+that arrives before the delivery's ``next_attempt_at`` is sent again with the remaining delay.
+Chosen over one message per event whose visibility is extended per retry because (1) each endpoint
+backs off on its own, and one that already succeeded is never posted to again, since the per-endpoint
+state lives on its delivery item, not in a shared message; (2) visibility cannot exceed 12 h, short
+of the 24 h window; (3) every extension counts as a receive against the redrive policy, which is
+meant for poison messages. When the window is over the delivery is marked ``failed`` and its message
+is kept in the dead-letter queue.
+
+At least once, like the bus: a crash between the POST and its record repeats an attempt, so
+receivers dedupe by the envelope's ``id``. Every record is conditioned on the attempts already
+recorded, so two copies of one message cannot both record an attempt, and a copy arriving after the
+delivery moved on is dropped.
+
+Sequence numbers. The envelope carries ``sequence``, a per-organization counter assigned by the
+dispatcher once per event id (``DeliveryStore.next_sequence``, one transaction), so a redelivered
+event keeps its number and receivers can order events. It counts the events dispatched to the
+organization's endpoints: it is assigned only when some endpoint is subscribed, so no request path
+and no organization without webhooks pays for it, and an endpoint subscribed to some types sees gaps.
+Numbers follow dispatch order, which is publish order except for events published within the same
+moment.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tagih.clock import epoch_seconds, to_rfc3339
+from tagih.domain import webhook_signing
+from tagih.domain.errors import InvalidField, WebhookEndpointLimitReached
+from tagih.domain.webhook_urls import CheckedUrl, Resolver, UrlRefused, check_url
+from tagih.events.models import BillingEvent, EventType
+from tagih.ids import new_id
+
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+ALL_EVENTS = "*"
+TEST_EVENT_TYPE = "billing.webhook.test"  # sent by POST /billing/webhooks/{id}/test only, never on the bus
+MAX_ENDPOINTS = 16
+SECRET_OVERLAP = timedelta(hours=24)
+DELIVERY_RETENTION = timedelta(days=30)
+MAX_SQS_DELAY_SECONDS = 900
+EXCERPT_CHARACTERS = 500
+USER_AGENT = "Tagih-Webhooks/1"
+
+DeliveryStatus = Literal["pending", "succeeded", "failed"]
+
+
+# -- models ------------------------------------------------------------------------------------------
+class WebhookEndpoint(BaseModel):
+    """An endpoint as stored. ``secret`` and ``previous_secret`` never leave through a view model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    organization_id: str
+    url: str
+    events: list[str]
+    description: str | None = None
+    secret: str = Field(repr=False)
+    previous_secret: str | None = Field(default=None, repr=False)
+    previous_secret_expires_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+
+    def subscribed_to(self, event_type: str) -> bool:
+        return ALL_EVENTS in self.events or event_type in self.events
+
+    def secrets_in_force(self, now: datetime) -> list[str]:
+        """The current secret, then the rotated-out one while its overlap lasts."""
+        in_force = [self.secret]
+        expires = self.previous_secret_expires_at
+        if self.previous_secret and expires is not None and now < expires:
+            in_force.append(self.previous_secret)
+        return in_force
+
+    def overlap_ends_at(self, now: datetime) -> datetime | None:
+        expires = self.previous_secret_expires_at
+        return expires if self.previous_secret and expires is not None and now < expires else None
+
+
+class DeliveryAttempt(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    number: int = Field(ge=1)
+    at: datetime
+    status_code: int | None = Field(description="The receiver's HTTP status; null when none came back.")
+    latency_ms: int = Field(ge=0)
+    response_excerpt: str | None = Field(description="The start of the response body.")
+    error: str | None = Field(description="Why there is no usable answer: timeout, refused URL, …")
+
+
+class Delivery(BaseModel):
+    """One event for one endpoint, with every attempt. Kept 30 days (the item's TTL)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    organization_id: str
+    webhook_id: str
+    event_id: str
+    event_type: str
+    event_created_at: str  # RFC 3339, as in the envelope
+    sequence: int = Field(ge=1)  # with the endpoint, the item's key: one delivery per event
+    payload: str = Field(repr=False)  # the exact body every attempt POSTs
+    status: DeliveryStatus = "pending"
+    attempts: list[DeliveryAttempt] = Field(default_factory=list)
+    next_attempt_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    def ref(self, attempt: int) -> DeliveryRef:
+        return DeliveryRef(
+            organization_id=self.organization_id,
+            webhook_id=self.webhook_id,
+            sequence=self.sequence,
+            event_id=self.event_id,
+            attempt=attempt,
+        )
+
+
+class DeliveryRef(BaseModel):
+    """The delivery queue's message: which delivery, and which attempt of it is due."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    organization_id: str
+    webhook_id: str
+    sequence: int = Field(ge=1)
+    event_id: str
+    attempt: int = Field(ge=1)
+    reason: str | None = None  # set on the message kept in the dead-letter queue
+
+
+@dataclass(frozen=True)
+class TransportResult:
+    status_code: int | None
+    latency_ms: int
+    response_excerpt: str | None = None
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: ``base * 2^(n-1)`` after the n-th attempt, each wait capped, until the
+    window after the first attempt is over."""
+
+    base_seconds: int = 30
+    max_delay_seconds: int = 14_400
+    window_seconds: int = 86_400
+
+    def delay_after(self, attempt: int) -> int:
+        return int(min(self.base_seconds * 2 ** min(attempt - 1, 30), self.max_delay_seconds))
+
+
+# -- ports -------------------------------------------------------------------------------------------
+class WebhookStore(Protocol):
+    def create(self, endpoint: WebhookEndpoint) -> None: ...
+
+    def list_for_organization(self, organization_id: str) -> list[WebhookEndpoint]: ...
+
+    def get(self, organization_id: str, webhook_id: str) -> WebhookEndpoint:
+        """``WebhookEndpointNotFound`` for an unknown id or another organization's."""
+        ...
+
+    def find(self, organization_id: str, webhook_id: str) -> WebhookEndpoint | None: ...
+
+    def delete(self, organization_id: str, webhook_id: str) -> None: ...
+
+    def replace(self, endpoint: WebhookEndpoint, seen_version: int) -> None:
+        """Write ``endpoint`` if the stored one is still at ``seen_version`` (else 409)."""
+        ...
+
+
+class DeliveryStore(Protocol):
+    def next_sequence(self, organization_id: str, event_id: str, now: datetime) -> int:
+        """The event's number in its organization: assigned once, the same on every later call."""
+        ...
+
+    def create(self, delivery: Delivery) -> tuple[Delivery, bool]:
+        """The stored delivery for (endpoint, event), and whether this call created it."""
+        ...
+
+    def get(self, ref: DeliveryRef) -> Delivery | None: ...
+
+    def record(self, delivery: Delivery, seen_attempts: int) -> bool:
+        """Write ``delivery`` if the stored one still has ``seen_attempts`` attempts."""
+        ...
+
+    def list_for_webhook(self, organization_id: str, webhook_id: str) -> list[Delivery]:
+        """Newest event (highest sequence) first."""
+        ...
+
+
+class DeliveryQueue(Protocol):
+    def schedule(self, ref: DeliveryRef, delay_seconds: int) -> None: ...
+
+    def dead_letter(self, ref: DeliveryRef) -> None: ...
+
+
+class Transport(Protocol):
+    def post(
+        self, url: CheckedUrl, body: bytes, headers: dict[str, str], timeout_seconds: float
+    ) -> TransportResult: ...
+
+
+# -- endpoint services ---------------------------------------------------------------------------------
+def _checked_events(events: Sequence[str]) -> list[str]:
+    unique = list(dict.fromkeys(events))
+    if not unique:
+        raise InvalidField("events", "Name at least one event type, or ['*'] for all.", "too_short")
+    if ALL_EVENTS in unique and len(unique) > 1:
+        raise InvalidField("events", "'*' already means every event type; send it alone.")
+    unknown = [name for name in unique if name != ALL_EVENTS and name not in EVENT_TYPES]
+    if unknown:
+        raise InvalidField("events", f"Unknown event types: {', '.join(unknown)}.", "enum")
+    return unique
+
+
+def create_webhook(
+    store: WebhookStore,
+    *,
+    organization_id: str,
+    url: str,
+    events: Sequence[str],
+    description: str | None,
+    now: datetime,
+    resolve: Resolver,
+    allow_loopback: bool,
+) -> WebhookEndpoint:
+    checked_events = _checked_events(events)
+    check_url(url, resolve=resolve, allow_loopback=allow_loopback)
+    if len(store.list_for_organization(organization_id)) >= MAX_ENDPOINTS:
+        raise WebhookEndpointLimitReached(f"An organization may have {MAX_ENDPOINTS} webhook endpoints.")
+    endpoint = WebhookEndpoint(
+        id=new_id("wh"),
+        organization_id=organization_id,
+        url=url,
+        events=checked_events,
+        description=description,
+        secret=webhook_signing.new_secret(),
+        created_at=now,
+        updated_at=now,
+    )
+    store.create(endpoint)
+    return endpoint
+
+
+def list_webhooks(store: WebhookStore, organization_id: str) -> list[WebhookEndpoint]:
+    """Newest first."""
+    found = store.list_for_organization(organization_id)
+    return sorted(found, key=lambda e: (e.created_at, e.id), reverse=True)
+
+
+def delete_webhook(store: WebhookStore, organization_id: str, webhook_id: str) -> None:
+    store.delete(organization_id, webhook_id)
+
+
+def rotate_secret(
+    store: WebhookStore, organization_id: str, webhook_id: str, now: datetime
+) -> WebhookEndpoint:
+    """A new secret at once; the one it replaces stays valid for 24 h (signatures carry both)."""
+    endpoint = store.get(organization_id, webhook_id)
+    rotated = endpoint.model_copy(
+        update={
+            "secret": webhook_signing.new_secret(),
+            "previous_secret": endpoint.secret,
+            "previous_secret_expires_at": now + SECRET_OVERLAP,
+            "updated_at": now,
+            "version": endpoint.version + 1,
+        }
+    )
+    store.replace(rotated, endpoint.version)
+    return rotated
+
+
+def list_deliveries(
+    store: WebhookStore, deliveries: DeliveryStore, organization_id: str, webhook_id: str
+) -> list[Delivery]:
+    store.get(organization_id, webhook_id)  # another organization's id is not found
+    return deliveries.list_for_webhook(organization_id, webhook_id)
+
+
+def envelope_body(
+    *, event_id: str, event_type: str, created_at: str, organization_id: str, sequence: int, data: Any
+) -> str:
+    """The bytes every attempt POSTs: the bus envelope plus ``sequence``, compact JSON."""
+    return json.dumps(
+        {
+            "id": event_id,
+            "type": event_type,
+            "created_at": created_at,
+            "organization_id": organization_id,
+            "sequence": sequence,
+            "data": data,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def _new_delivery(
+    endpoint: WebhookEndpoint,
+    *,
+    event_id: str,
+    event_type: str,
+    created_at: str,
+    sequence: int,
+    data: Any,
+    now: datetime,
+) -> Delivery:
+    return Delivery(
+        id=new_id("whd"),
+        organization_id=endpoint.organization_id,
+        webhook_id=endpoint.id,
+        event_id=event_id,
+        event_type=event_type,
+        event_created_at=created_at,
+        sequence=sequence,
+        payload=envelope_body(
+            event_id=event_id,
+            event_type=event_type,
+            created_at=created_at,
+            organization_id=endpoint.organization_id,
+            sequence=sequence,
+            data=data,
+        ),
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def send_test_event(
+    store: WebhookStore,
+    deliveries: DeliveryStore,
+    queue: DeliveryQueue,
+    *,
+    organization_id: str,
+    webhook_id: str,
+    now: datetime,
+) -> Delivery:
+    """A ``billing.webhook.test`` event for this endpoint alone, delivered (and retried) like any."""
+    endpoint = store.get(organization_id, webhook_id)
+    event_id = new_id("evt")
+    delivery, _ = deliveries.create(
+        _new_delivery(
+            endpoint,
+            event_id=event_id,
+            event_type=TEST_EVENT_TYPE,
+            created_at=to_rfc3339(now),
+            sequence=deliveries.next_sequence(organization_id, event_id, now),
+            data={"webhook_id": endpoint.id, "message": "A test event sent from the Tagih API."},
+            now=now,
+        )
+    )
+    queue.schedule(delivery.ref(1), 0)
+    return delivery
+
+
+# -- the dispatcher ------------------------------------------------------------------------------------
+def fan_out(
+    event: BillingEvent,
+    store: WebhookStore,
+    deliveries: DeliveryStore,
+    queue: DeliveryQueue,
+    now: datetime,
+) -> list[Delivery]:
+    """One delivery per endpoint subscribed to the event, each queued for its first attempt.
+    Idempotent: a redelivered event finds its deliveries and its sequence number already there."""
+    endpoints = [e for e in store.list_for_organization(event.organization_id) if e.subscribed_to(event.type)]
+    if not endpoints:
+        return []
+    sequence = deliveries.next_sequence(event.organization_id, event.id, now)
+    queued = []
+    for endpoint in sorted(endpoints, key=lambda e: e.id):
+        delivery, created = deliveries.create(
+            _new_delivery(
+                endpoint,
+                event_id=event.id,
+                event_type=event.type,
+                created_at=event.created_at,
+                sequence=sequence,
+                data=event.data,
+                now=now,
+            )
+        )
+        # An existing delivery without attempts may have lost its first message: queue it again
+        # (a duplicate is dropped by the attempt count); one with attempts has its own chain.
+        if created or (delivery.status == "pending" and not delivery.attempts):
+            queue.schedule(delivery.ref(1), 0)
+            queued.append(delivery)
+    return queued
+
+
+AttemptOutcome = Literal["succeeded", "retry_scheduled", "failed", "waiting", "stale", "gone"]
+
+
+def attempt_delivery(
+    ref: DeliveryRef,
+    *,
+    store: WebhookStore,
+    deliveries: DeliveryStore,
+    queue: DeliveryQueue,
+    transport: Transport,
+    resolve: Resolver,
+    policy: RetryPolicy,
+    allow_loopback: bool,
+    timeout_seconds: float,
+    now: Callable[[], datetime],
+) -> AttemptOutcome:
+    """Make attempt ``ref.attempt`` of a delivery if it is due, and schedule what comes next."""
+    delivery = deliveries.get(ref)
+    if delivery is None:
+        return "gone"  # past its 30 days
+    done = len(delivery.attempts)
+    moment = now()
+    not_now = _not_due(delivery, ref, queue, moment)
+    if not_now is not None:
+        return not_now
+
+    endpoint = store.find(delivery.organization_id, delivery.webhook_id)
+    if endpoint is None:
+        result = TransportResult(status_code=None, latency_ms=0, error="the endpoint was deleted")
+    else:
+        result = _post(
+            endpoint=endpoint,
+            delivery=delivery,
+            transport=transport,
+            resolve=resolve,
+            allow_loopback=allow_loopback,
+            timeout_seconds=timeout_seconds,
+            moment=moment,
+        )
+    attempt = DeliveryAttempt(
+        number=ref.attempt,
+        at=moment,
+        status_code=result.status_code,
+        latency_ms=result.latency_ms,
+        response_excerpt=result.response_excerpt,
+        error=result.error,
+    )
+    finished = now()
+    status: DeliveryStatus
+    if result.succeeded:
+        status, next_at = "succeeded", None
+    else:
+        next_at = finished + timedelta(seconds=policy.delay_after(ref.attempt))
+        window_end = delivery.created_at + timedelta(seconds=policy.window_seconds)
+        if endpoint is None or next_at > window_end:
+            status, next_at = "failed", None
+        else:
+            status = "pending"
+    updated = delivery.model_copy(
+        update={
+            "status": status,
+            "attempts": [*delivery.attempts, attempt],
+            "next_attempt_at": next_at,
+            "updated_at": finished,
+        }
+    )
+    if not deliveries.record(updated, seen_attempts=done):
+        return "stale"  # another copy of this message recorded the attempt first
+    if status == "pending":
+        _schedule(queue, updated, ref.attempt + 1, finished)
+        return "retry_scheduled"
+    if status == "failed":
+        queue.dead_letter(
+            updated.ref(ref.attempt).model_copy(
+                update={"reason": attempt.error or f"HTTP {result.status_code}"}
+            )
+        )
+        return "failed"
+    return "succeeded"
+
+
+def _not_due(
+    delivery: Delivery, ref: DeliveryRef, queue: DeliveryQueue, moment: datetime
+) -> AttemptOutcome | None:
+    """Why this message makes no attempt now (a stale copy, a chained wait), or None: attempt."""
+    done = len(delivery.attempts)
+    if delivery.status != "pending" or done != ref.attempt - 1:
+        if delivery.status == "pending" and done == ref.attempt:
+            # This attempt was recorded but its successor may not have been queued (a crash
+            # between the two): queue it again; a duplicate is dropped by the attempt count.
+            _schedule(queue, delivery, done + 1, moment)
+        return "stale"
+    if delivery.next_attempt_at is not None and delivery.next_attempt_at - moment > timedelta(seconds=1):
+        _schedule(queue, delivery, ref.attempt, moment)  # a chained wait longer than SQS delays
+        return "waiting"
+    return None
+
+
+def _schedule(queue: DeliveryQueue, delivery: Delivery, attempt: int, moment: datetime) -> None:
+    due = delivery.next_attempt_at or moment
+    remaining = max(0, int((due - moment).total_seconds() + 0.999))
+    queue.schedule(delivery.ref(attempt), min(remaining, MAX_SQS_DELAY_SECONDS))
+
+
+def _post(
+    *,
+    endpoint: WebhookEndpoint,
+    delivery: Delivery,
+    transport: Transport,
+    resolve: Resolver,
+    allow_loopback: bool,
+    timeout_seconds: float,
+    moment: datetime,
+) -> TransportResult:
+    try:
+        checked = check_url(endpoint.url, resolve=resolve, allow_loopback=allow_loopback)
+    except UrlRefused as refused:
+        return TransportResult(status_code=None, latency_ms=0, error=f"URL refused: {refused.reason}")
+    body = delivery.payload.encode()
+    timestamp = epoch_seconds(moment)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        webhook_signing.HEADER: webhook_signing.signature_header(
+            endpoint.secrets_in_force(moment), timestamp, body
+        ),
+        "Tagih-Event-Id": delivery.event_id,
+        "Tagih-Event-Type": delivery.event_type,
+    }
+    return transport.post(checked, body, headers, timeout_seconds)
