@@ -24,7 +24,7 @@ from tagih.domain.accounts import (
     GatewayCustomerIds,
     Phone,
 )
-from tagih.domain.catalog import Currency
+from tagih.domain.money import Currency
 from tagih.store.accounts import default_account_items
 
 logger = Logger()

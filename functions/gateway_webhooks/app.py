@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from tagih.api.app import create_resolver
 from tagih.domain import billing, payments
 from tagih.domain.errors import InvalidSignature
-from tagih.gateways.port import GatewayName
+from tagih.gateways.names import GatewayName
 from tagih.gateways.registry import default_gateways
 from tagih.store.gateway_events import default_gateway_event_items
 from tagih.store.payments import default_payment_items

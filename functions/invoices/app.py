@@ -23,9 +23,7 @@ from tagih.api.app import create_resolver
 from tagih.api.invoice_view import InvoiceView
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.domain.invoices import InvoiceStatus
-from tagih.invoices_pdf.service import organization_invoice_pdf
 from tagih.invoices_pdf.storage import PDF_TYPE, default_pdf_cache
-from tagih.store.accounts import default_account_items
 from tagih.store.invoices import default_invoice_items
 
 logger = Logger()
@@ -89,6 +87,10 @@ def get_invoice(invoice_id: InvoiceId) -> InvoiceView:
     responses=PDF_RESPONSES,
 )
 def get_invoice_pdf(invoice_id: InvoiceId) -> Response[str]:
+    # The bill-to account and the PDF document are this route's alone: the other reads never load them.
+    from tagih.invoices_pdf.service import organization_invoice_pdf
+    from tagih.store.accounts import default_account_items
+
     pdf = organization_invoice_pdf(
         default_invoice_items(),
         default_account_items(),

@@ -22,7 +22,7 @@ from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, 
 from tagih.domain import payment_methods
 from tagih.domain.payment_methods import NewPaymentMethod
 from tagih.events.publisher import default_publisher
-from tagih.gateways.port import Bank, GatewayName, MethodType, WalletProvider
+from tagih.gateways.names import Bank, GatewayName, MethodType, WalletProvider
 from tagih.gateways.registry import default_gateways
 from tagih.store.accounts import default_account_items
 from tagih.store.payment_methods import default_payment_method_items

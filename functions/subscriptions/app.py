@@ -18,8 +18,8 @@ from tagih.api.app import RoutePolicy, create_resolver
 from tagih.api.invoice_view import InvoiceLineView, InvoiceView
 from tagih.api.subscription_view import SubscriptionView
 from tagih.domain import billing
-from tagih.domain.catalog import Currency
 from tagih.domain.invoices import percent_from_bps
+from tagih.domain.money import Currency
 from tagih.domain.subscriptions import (
     BillingCycle,
     ChangeKind,

@@ -9,7 +9,7 @@ route of an organization owning a clock under its frozen time, so ``clock.now()`
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
@@ -20,10 +20,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from tagih import clock
 from tagih.api.app import create_resolver
 from tagih.config import get_settings
-from tagih.domain import lifecycle
 from tagih.domain.errors import InvalidField, RouteNotFound
 from tagih.store import test_clocks
-from tagih.wiring import default_billing
+
+if TYPE_CHECKING:
+    from tagih.domain import lifecycle
 
 logger = Logger()
 tracer = Tracer()
@@ -122,6 +123,10 @@ def get_test_clock() -> TestClockView:
     },
 )
 def advance_test_clock(body: AdvanceTestClock) -> AdvancedTestClock:
+    # The lifecycle actions (billing, charging, every store) are this route's alone: reads never load them.
+    from tagih.domain import lifecycle
+    from tagih.wiring import default_billing
+
     _not_on_prod()
     org = app.auth.organization_id
     found = test_clocks.require_test_clock(org)

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tagih.domain.catalog import Currency
 from tagih.domain.invoices import INTERNAL_FIELDS, BillingReason, Invoice, InvoiceLine, InvoiceStatus
+from tagih.domain.money import Currency
 
 
 def _whole_seconds(value: datetime | None) -> datetime | None:

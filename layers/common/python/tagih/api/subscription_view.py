@@ -17,7 +17,7 @@ from tagih.domain.subscriptions import (
     SubscriptionAddon,
     SubscriptionStatus,
 )
-from tagih.gateways.port import GatewayName
+from tagih.gateways.names import GatewayName
 
 
 class SubscriptionView(BaseModel):

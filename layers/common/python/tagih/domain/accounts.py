@@ -16,16 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from tagih import clock
-from tagih.domain.catalog import Currency
 from tagih.domain.errors import BillingAccountInUse, VersionConflict
-from tagih.gateways.port import Customer, GatewayName, PaymentGateway
+from tagih.domain.money import Currency
+from tagih.gateways.names import GatewayName
 from tagih.ids import new_id
+
+if TYPE_CHECKING:
+    from tagih.gateways.port import Customer, PaymentGateway
 
 DEFAULT_CURRENCY: Currency = "IDR"
 # Retries of an operation whose only conflict is a concurrent change to the organization's set of
@@ -141,6 +144,9 @@ class BillingAccount(AccountDetails):
     updated_at: datetime
 
     def as_customer(self) -> Customer:
+        # the port's dataclasses load only on the charging path
+        from tagih.gateways.port import Customer
+
         return Customer(
             account_id=self.id,
             organization_id=self.organization_id,

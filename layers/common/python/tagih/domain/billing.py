@@ -18,14 +18,14 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from aws_lambda_powertools import Logger
 
 from tagih.domain import invoices as inv
 from tagih.domain import subscriptions as subs
 from tagih.domain.accounts import AccountStore, default_billing_account, ensure_gateway_customer
-from tagih.domain.catalog import Currency, Features, Limits, Plan, TaxRate
+from tagih.domain.catalog import Features, Limits, Plan, TaxRate
 from tagih.domain.errors import (
     BillingError,
     CurrencyMismatch,
@@ -39,14 +39,18 @@ from tagih.domain.errors import (
     VersionConflict,
 )
 from tagih.domain.invoices import Invoice, InvoiceStore
+from tagih.domain.money import Currency
 from tagih.domain.payment_methods import PaymentMethod, PaymentMethodStore
-from tagih.domain.payments import Payment, PaymentFailed, PaymentSettled, PaymentStore, charge_invoice_attempt
 from tagih.domain.subscriptions import BillingCycle, ChangeDecision, Subscription
 from tagih.events.models import EventType, billing_event
 from tagih.events.publisher import EventPublisher
-from tagih.gateways.port import ChargeRequest, Customer, GatewayDirectory, charge_reference
+from tagih.gateways.names import charge_reference
 from tagih.ids import new_id
 from tagih.timers.port import NoTimers, Timers
+
+if TYPE_CHECKING:
+    from tagih.domain.payments import Payment, PaymentFailed, PaymentSettled, PaymentStore
+    from tagih.gateways.port import Customer, GatewayDirectory
 
 logger = Logger()
 
@@ -243,6 +247,9 @@ def _first_invoice_charged(
 
 # -- charging -----------------------------------------------------------------------------------------
 def _customer(billing: Billing, organization_id: str) -> tuple[Customer, Any]:
+    # the port's dataclasses load only on the charging path
+    from tagih.gateways.port import Customer
+
     account = default_billing_account(billing.accounts, organization_id)
     if account is None:
         # No billing account yet: the gateway gets the organization as the customer's name.
@@ -254,6 +261,10 @@ def charge_invoice(
     billing: Billing, invoice: Invoice, method: PaymentMethod, attempt: int, now: datetime
 ) -> Payment:
     """Charge what ``invoice`` has due to ``method``, once per attempt however often this is called."""
+    # payments and the port's dataclasses load only on the charging path
+    from tagih.domain.payments import charge_invoice_attempt
+    from tagih.gateways.port import ChargeRequest
+
     gateway = billing.gateways.get(method.gateway)
     customer, account = _customer(billing, invoice.organization_id)
     customer_id = ensure_gateway_customer(billing.accounts, gateway, account, now) if account else None
@@ -590,6 +601,8 @@ class _Change:
 
 
 def _charge_change(change: _Change, draft: Invoice) -> PlanChanged:
+    from tagih.domain.payments import Payment  # loads only on the charging path
+
     billing, current, now = change.billing, change.base, change.now
     method = _change_payment_method(billing, current)
     if method is None:

@@ -9,7 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Currency = Literal["IDR", "USD", "EUR", "GBP", "AUD", "ZAR"]
+from tagih.domain.money import Currency
+
 CURRENCIES: tuple[str, ...] = ("IDR", "USD", "EUR", "GBP", "AUD", "ZAR")
 METRICS: tuple[str, ...] = ("members", "applications", "storage_bytes", "api_calls", "webhooks")
 # Metrics whose reports set the current value (a count of things), not add to a running total.

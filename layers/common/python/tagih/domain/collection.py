@@ -54,7 +54,7 @@ from tagih.domain.errors import (
 from tagih.domain.invoices import Invoice
 from tagih.domain.payment_methods import PaymentMethod
 from tagih.domain.payments import OPEN_STATUSES, Payment, PaymentSettled, PaymentStore
-from tagih.gateways.port import charge_reference
+from tagih.gateways.names import charge_reference
 
 PAYABLE_STATUSES: frozenset[str] = frozenset({"open", "overdue", "uncollectible"})
 MIDTRANS_CURRENCY = "IDR"

@@ -26,11 +26,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from tagih.domain.catalog import Currency, TaxRate
 from tagih.domain.errors import (
     InvoiceAmountMismatch,
     InvoiceNotDraft,
@@ -38,8 +37,11 @@ from tagih.domain.errors import (
     InvoiceNotOpen,
     InvoiceNotPayable,
 )
-from tagih.domain.money import tax_on
+from tagih.domain.money import Currency, tax_on
 from tagih.ids import new_id
+
+if TYPE_CHECKING:
+    from tagih.domain.catalog import TaxRate
 
 InvoiceStatus = Literal["draft", "open", "paid", "overdue", "uncollectible", "void"]
 BillingReason = Literal[

@@ -47,7 +47,7 @@ from tagih.domain.payment_methods import PaymentMethod
 from tagih.domain.payments import Payment
 from tagih.domain.subscriptions import Subscription
 from tagih.events.models import EventType
-from tagih.gateways.port import charge_reference
+from tagih.gateways.names import charge_reference
 
 DEFAULT_RETRY_SCHEDULE = subs.DEFAULT_RETRY_SCHEDULE
 TRIAL_WILL_END_NOTICE = subs.TRIAL_WILL_END_NOTICE

@@ -6,6 +6,11 @@ supported currency in cents.
 
 from __future__ import annotations
 
+from typing import Literal
+
+# Here rather than in the catalog: invoices, accounts and their views name a currency without the
+# catalog's models.
+Currency = Literal["IDR", "USD", "EUR", "GBP", "AUD", "ZAR"]
 ZERO_DECIMAL = frozenset({"IDR"})  # Tagih keeps IDR in whole rupiah
 BASIS_POINTS = 10_000
 _SYMBOLS = {"IDR": "Rp ", "USD": "US$", "EUR": "€", "GBP": "£", "AUD": "A$", "ZAR": "R "}

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
@@ -32,17 +32,12 @@ from tagih.domain.accounts import (
 from tagih.domain.errors import BillingAccountRequired, InvalidField, VersionConflict
 from tagih.events.models import billing_event
 from tagih.events.publisher import EventPublisher
-from tagih.gateways.port import (
-    AttachedMethod,
-    AttachRequest,
-    Bank,
-    GatewayDirectory,
-    GatewayName,
-    MethodType,
-    WalletProvider,
-)
+from tagih.gateways.names import Bank, GatewayName, MethodType, WalletProvider
 from tagih.gateways.registry import STRIPE_METHOD_PREFIX, choose_gateway
 from tagih.ids import new_id
+
+if TYPE_CHECKING:
+    from tagih.gateways.port import AttachedMethod, GatewayDirectory
 
 
 class PaymentMethod(BaseModel):
@@ -63,6 +58,9 @@ class PaymentMethod(BaseModel):
 
     def as_attached(self) -> AttachedMethod:
         """What a charge needs to know of this method."""
+        # the port's dataclasses load only on the charging path
+        from tagih.gateways.port import AttachedMethod
+
         return AttachedMethod(
             gateway=self.gateway,
             gateway_payment_method_id=self.gateway_payment_method_id,
@@ -227,6 +225,9 @@ def add_payment_method(
         raise BillingAccountRequired()
     gateway = gateways.get(gateway_name)
     customer_id = ensure_gateway_customer(accounts, gateway, account, now) if account else None
+    # the port's dataclasses load only on the charging path (the adapter above loaded them already)
+    from tagih.gateways.port import AttachRequest
+
     attached = gateway.attach_method(
         AttachRequest(
             organization_id=organization_id,

@@ -21,21 +21,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from aws_lambda_powertools import Logger
 
 from tagih import clock
 from tagih.domain.errors import Conflict, GatewayUnavailable, PaymentDeclined
-from tagih.gateways.port import (
-    ChargeRequest,
-    ChargeResult,
-    GatewayName,
-    GatewayNotification,
-    PaymentGateway,
-    PaymentInstructions,
-    PaymentStatus,
-)
+from tagih.gateways.names import GatewayName
+
+if TYPE_CHECKING:
+    from tagih.gateways.port import (
+        ChargeRequest,
+        ChargeResult,
+        GatewayNotification,
+        PaymentGateway,
+        PaymentInstructions,
+        PaymentStatus,
+    )
 
 logger = Logger()  # same service and formatter as the handler's (POWERTOOLS_SERVICE_NAME)
 
@@ -234,6 +236,8 @@ def charge_invoice_attempt(
         payments.release_claim(claim.organization_id, claim.reference, claim.version)
         raise
     except PaymentDeclined as declined:  # an adapter may raise rather than return "declined"
+        from tagih.gateways.port import ChargeResult  # loaded with the adapter; not at import
+
         result = ChargeResult(
             outcome="declined",
             gateway=gateway.name,

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tagih.domain.catalog import Currency, Features, Limits, Plan
+from tagih.domain.catalog import Features, Limits, Plan
 from tagih.domain.errors import (
     AlreadyCancelled,
     AlreadySubscribed,
@@ -53,8 +53,9 @@ from tagih.domain.errors import (
     VersionConflict,
 )
 from tagih.domain.invoices import BillingReason, InvoiceLine
+from tagih.domain.money import Currency
 from tagih.domain.proration import costs_more_per_day, prorate
-from tagih.gateways.port import GatewayName
+from tagih.gateways.names import GatewayName
 from tagih.ids import new_id
 
 # -- types --------------------------------------------------------------------------------------------

@@ -6,35 +6,47 @@ lazily by ``gateways.registry`` so that a handler that never charges never loads
 
 Card data never passes through here: a card arrives as the gateway's token and leaves as the
 gateway's reusable reference plus display data (brand, last4).
+
+The names (``GatewayName``, ...) live in ``names.py``, re-exported here: modules that only name a
+gateway import them from there, so building this module's dataclasses waits for the first charge.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
-GatewayName = Literal["midtrans", "stripe"]
-MethodType = Literal["credit_card", "bank_transfer", "e_wallet"]
-Bank = Literal["bca", "bni", "bri", "mandiri"]
-WalletProvider = Literal["gopay", "shopeepay", "ovo"]
-ChargeOutcome = Literal["succeeded", "pending", "declined", "transient"]
-PaymentState = Literal["succeeded", "pending", "failed", "unknown"]
+from tagih.gateways.names import (
+    MAX_ORDER_ID,
+    Bank,
+    ChargeOutcome,
+    GatewayName,
+    MethodType,
+    PaymentState,
+    WalletProvider,
+    charge_reference,
+)
 
-MAX_ORDER_ID = 50  # Midtrans' limit for order_id
-
-
-def charge_reference(invoice_id: str, attempt: int) -> str:
-    """The deterministic key of one charge attempt: Midtrans ``order_id``, Stripe idempotency key.
-
-    Retrying the same attempt (a Lambda retry, a timer firing twice, a client resending) reuses it,
-    so the gateway itself refuses to charge twice; the next dunning attempt gets a new one.
-    """
-    if attempt < 1:
-        raise ValueError("attempts count from 1")
-    reference = f"{invoice_id}-a{attempt}"
-    if len(reference) > MAX_ORDER_ID:
-        raise ValueError(f"charge reference {reference!r} is longer than {MAX_ORDER_ID} characters")
-    return reference
+__all__ = [  # the names are re-exported: ``port`` stays the one place to import the port from
+    "MAX_ORDER_ID",
+    "AttachRequest",
+    "AttachedMethod",
+    "Bank",
+    "ChargeOutcome",
+    "ChargeRequest",
+    "ChargeResult",
+    "Customer",
+    "GatewayDirectory",
+    "GatewayName",
+    "GatewayNotification",
+    "MethodType",
+    "PaymentGateway",
+    "PaymentInstructions",
+    "PaymentState",
+    "PaymentStatus",
+    "WalletProvider",
+    "charge_reference",
+]
 
 
 @dataclass(frozen=True)

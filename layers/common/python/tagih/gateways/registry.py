@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from tagih.gateways.port import GatewayName, MethodType, PaymentGateway
+from tagih.gateways.names import GatewayName, MethodType
+
+if TYPE_CHECKING:
+    from tagih.gateways.port import PaymentGateway
 
 STRIPE_METHOD_PREFIX = "pm_"
 MIDTRANS_CURRENCY = "IDR"

@@ -24,10 +24,10 @@ from tagih.domain.accounts import (
     is_paid_subscription,
 )
 from tagih.domain.errors import BillingAccountInUse, BillingAccountNotFound, VersionConflict
-from tagih.gateways.port import GatewayName
+from tagih.gateways.names import GatewayName
 from tagih.store.items import from_item, to_item
 from tagih.store.organizations import org_pk, subscription_key
-from tagih.store.table import table
+from tagih.store.table import ABSENT, table
 from tagih.store.transactions import transact
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 ACCOUNT_PREFIX = "ACCOUNT#"
 DEFAULT_ACCOUNT_SK = "DEFAULT#ACCOUNT"
-ABSENT = "attribute_not_exists(PK)"
 
 
 def account_key(organization_id: str, account_id: str) -> dict[str, str]:

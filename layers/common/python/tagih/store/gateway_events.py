@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tagih.clock import epoch_seconds
-from tagih.domain.payments import ProcessedEvent
-from tagih.gateways.port import GatewayName
+from tagih.gateways.names import GatewayName
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
+
+    from tagih.domain.payments import ProcessedEvent
 
 EVENT_SK = "GWEVENT"
 RETENTION = timedelta(days=35)

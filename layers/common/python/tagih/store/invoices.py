@@ -39,10 +39,9 @@ from botocore.exceptions import ClientError
 from tagih.domain import invoices as domain
 from tagih.domain.errors import InvoiceNotFound, VersionConflict
 from tagih.domain.invoices import Invoice, InvoiceStatus
-from tagih.store.accounts import ABSENT
 from tagih.store.items import from_item, to_item
 from tagih.store.organizations import org_pk
-from tagih.store.table import table
+from tagih.store.table import ABSENT, table
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table

@@ -16,10 +16,10 @@ from boto3.dynamodb.conditions import Key
 
 from tagih.domain.errors import PaymentMethodInUse, PaymentMethodNotFound
 from tagih.domain.payment_methods import DefaultMethodPointer, PaymentMethod
-from tagih.store.accounts import ABSENT, not_paid_subscription_check
+from tagih.store.accounts import not_paid_subscription_check
 from tagih.store.items import from_item, to_item
 from tagih.store.organizations import org_pk
-from tagih.store.table import table
+from tagih.store.table import ABSENT, table
 from tagih.store.transactions import transact
 
 if TYPE_CHECKING:

@@ -16,13 +16,14 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from tagih.clock import parse_rfc3339
-from tagih.domain.payments import Payment, ProcessedEvent, TransitionResult
-from tagih.gateways.port import PaymentInstructions
 from tagih.store.gateway_events import marker_item
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
+    from tagih.domain.payments import Payment, ProcessedEvent, TransitionResult
+    from tagih.gateways.port import PaymentInstructions
 
 PAYMENT_PREFIX = "PAYMENT#"
 INDEX = "GSI1"
@@ -84,7 +85,14 @@ def payment_item(payment: Payment) -> dict[str, Any]:
 
 
 def payment_from_item(item: dict[str, Any]) -> Payment:
-    instructions = item.get("instructions")
+    # domain.payments loads with the first payment read: wiring builds this store for every request
+    from tagih.domain.payments import Payment
+
+    instructions: PaymentInstructions | None = None
+    if item.get("instructions"):  # a pending bank transfer's; the port's dataclasses load only then
+        from tagih.gateways.port import PaymentInstructions
+
+        instructions = PaymentInstructions(**item["instructions"])
     return Payment(
         organization_id=item["organization_id"],
         reference=item["reference"],
@@ -100,7 +108,7 @@ def payment_from_item(item: dict[str, Any]) -> Payment:
         gateway_charge_id=item.get("gateway_charge_id"),
         decline_reason=item.get("decline_reason"),
         payment_url=item.get("payment_url"),
-        instructions=PaymentInstructions(**instructions) if instructions else None,
+        instructions=instructions,
         reusable_method_id=item.get("reusable_method_id"),
         created_at=parse_rfc3339(item["created_at"]),
         updated_at=parse_rfc3339(item["updated_at"]),

@@ -39,11 +39,10 @@ from boto3.dynamodb.conditions import Key
 from tagih.domain.errors import AlreadySubscribed, SubscriptionNotFound, VersionConflict
 from tagih.domain.invoices import Invoice
 from tagih.domain.subscriptions import Subscription, next_renewal_at
-from tagih.store.accounts import ABSENT
 from tagih.store.invoices import invoice_item, invoice_key, replace_condition
 from tagih.store.items import from_item, to_item
 from tagih.store.organizations import org_pk, subscription_key
-from tagih.store.table import table
+from tagih.store.table import ABSENT, table
 from tagih.store.transactions import transact
 
 if TYPE_CHECKING:

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_dynamodb.service_resource import Table
 
+# The condition of a put that creates an item and never overwrites one.
+ABSENT = "attribute_not_exists(PK)"
+
 
 @cache
 def dynamodb_client() -> DynamoDBClient:
