@@ -5,7 +5,6 @@ subscription is not found."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,6 +43,8 @@ PLANS = {plan.slug: plan for plan in default_catalog().plans}
 FREE, PRO, BUSINESS = PLANS["free"], PLANS["pro"], PLANS["business"]
 PPN = TaxRate(currency="IDR", name="PPN", rate_bps=1100)
 NOW = datetime(2026, 2, 15, 10, 30, tzinfo=UTC)
+# A sweep at the last moment of the renewal bucket 2026-03-15T10 (a month after NOW's hour).
+END_OF_BUCKET = datetime(2026, 3, 15, 10, 59, 59, 999_999, tzinfo=UTC)
 ORG = "org_sub"
 OTHER_ORG = "org_sub_other"
 
@@ -398,7 +399,8 @@ def test_only_an_auto_renewing_subscription_has_a_renewal_index_entry(store: Sub
         assert item is not None
         assert "GSI2PK" not in item, org
         assert "GSI2SK" not in item, org
-    assert [sub.id for sub in store.due_for_renewal("2026-03-15T10")] == [active.id]
+    due, _ = store.due_renewals(END_OF_BUCKET, lookback=timedelta(0), page_size=100)
+    assert [d.subscription_id for d in due] == [active.id]
 
 
 def test_the_sweep_reads_only_the_due_subscriptions(aws: None) -> None:
@@ -421,34 +423,23 @@ def test_the_sweep_reads_only_the_due_subscriptions(aws: None) -> None:
         for sub in subscriptions:
             batch.put_item(Item=subscription_item(sub))
 
-    started = time.monotonic()
     with count_items_read() as items_read:
         sweep = SubscriptionItems(boto3.resource("dynamodb").Table(TABLE_NAME))
-        found = sweep.due_for_renewal(bucket)
-    elapsed = time.monotonic() - started
+        found, cursor = sweep.due_renewals(END_OF_BUCKET, lookback=timedelta(0), page_size=100)
 
-    assert [sub.id for sub in found] == [sub.id for sub in due]  # earliest renewal first
-    assert found == due
-    # 20 index entries, then the same 20 base items re-read strongly consistent: O(due), not O(all).
+    assert renewal_bucket(END_OF_BUCKET) == bucket
+    assert cursor == ""
+    # Earliest renewal first, as the index copies say (id, organization, version).
+    assert [(d.subscription_id, d.organization_id, d.version) for d in found] == [
+        (sub.id, sub.organization_id, sub.version) for sub in due
+    ]
     assert items_read == {"Query": 20}  # O(due): the 20 index entries, nothing else
-    assert elapsed < 5
 
-    first_five = SubscriptionItems(billing_table).due_for_renewal(bucket, limit=5)
-    assert first_five == due[:5]
-
-
-def test_an_entry_whose_copy_no_longer_renews_in_the_bucket_is_dropped(store: SubscriptionItems) -> None:
-    active = stored_active(store)
-    bucket = renewal_bucket(datetime(2026, 3, 15, 10, tzinfo=UTC))
-    # An index entry under the bucket whose subscription no longer renews (cancelled meanwhile).
-    cancelled = cancel(active, NOW + timedelta(days=1))
-    lagging = subscription_item(cancelled) | {
-        "GSI2PK": f"RENEW#{bucket}",
-        "GSI2SK": f"2026-03-15T10:30:00.000000Z#{ORG}",
-    }
-    boto3.resource("dynamodb").Table(TABLE_NAME).put_item(Item=lagging)
-
-    assert store.due_for_renewal(bucket) == []
+    first_five, rest = SubscriptionItems(billing_table).due_renewals(
+        END_OF_BUCKET, lookback=timedelta(0), page_size=5
+    )
+    assert [d.subscription_id for d in first_five] == [sub.id for sub in due[:5]]
+    assert rest != ""
 
 
 def test_renewal_buckets_are_utc_hours() -> None:

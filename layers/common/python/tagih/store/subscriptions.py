@@ -21,8 +21,9 @@ Invoices written alongside (the first draft, "paid + active") go in the same tra
 invariants of ``store.invoices``: a new invoice is an unnumbered draft, and only ``finalize`` numbers
 one.
 
-GSI reads may lag a write by a moment: ``find_by_id`` and ``due_for_renewal`` re-read the base item
-strongly consistent before returning it.
+GSI reads may lag a write by a moment: ``find_by_id`` re-reads the base item strongly consistent
+before returning it; ``due_renewals`` answers index copies, and each renewal re-reads and re-checks
+its subscription (``domain.lifecycle``) before it acts.
 """
 
 from __future__ import annotations
@@ -202,36 +203,6 @@ class SubscriptionItems:
     def has_trialled(self, organization_id: str) -> bool:
         item = self._table.get_item(Key=trial_marker_key(organization_id), ConsistentRead=True).get("Item")
         return item is not None
-
-    def due_for_renewal(self, bucket: str, limit: int | None = None) -> list[Subscription]:
-        """The subscriptions whose renewal falls in ``bucket`` (``renewal_bucket``), earliest first.
-
-        One Query of the sparse GSI2 partition (at most ``limit`` entries), read from the index's
-        full copies: the sweep reads O(due) items and nothing more. A copy may lag a write that moved
-        or ended the renewal, so this is a list of candidates: the renewal of each one re-reads its
-        subscription strongly consistent and re-checks status and version before it acts, as every
-        timer does. Copies that no longer renew within the bucket are dropped here already."""
-        datetime.strptime(bucket, BUCKET_FORMAT)  # a malformed bucket is a caller bug: ValueError
-        kwargs: dict[str, Any] = {
-            "IndexName": RENEWAL_INDEX,
-            "KeyConditionExpression": Key("GSI2PK").eq(f"{RENEWAL_PREFIX}{bucket}"),
-        }
-        copies: list[dict[str, Any]] = []
-        while limit is None or len(copies) < limit:
-            if limit is not None:
-                kwargs["Limit"] = limit - len(copies)
-            page = self._table.query(**kwargs)
-            copies.extend(page["Items"])
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        due: list[tuple[datetime, str, Subscription]] = []
-        for item in copies:
-            subscription = subscription_from_item(item)
-            renews_at = next_renewal_at(subscription)
-            if renews_at is not None and renewal_bucket(renews_at) == bucket:
-                due.append((renews_at, subscription.organization_id, subscription))
-        return [subscription for _, _, subscription in sorted(due, key=lambda entry: entry[:2])]
 
     def due_renewals(
         self, until: datetime, *, lookback: timedelta, page_size: int, cursor: str = ""

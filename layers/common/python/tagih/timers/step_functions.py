@@ -161,12 +161,10 @@ class StepFunctionsTimers:
             self._client.start_execution(
                 stateMachineArn=machine_arn, name=execution.name, input=json.dumps(execution.input)
             )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
+        except (ClientError, BotoCoreError) as error:
+            code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
+            if code == "ExecutionAlreadyExists":
                 return  # armed before: the deterministic name did its job
-            logger.error("timer not armed", extra={"execution": execution.name, "error": str(error)})
-            raise ServiceUnavailable("Billing timers are unavailable; try again shortly.") from error
-        except BotoCoreError as error:
             logger.error("timer not armed", extra={"execution": execution.name, "error": str(error)})
             raise ServiceUnavailable("Billing timers are unavailable; try again shortly.") from error
         logger.info("timer armed", extra={"execution": execution.name})

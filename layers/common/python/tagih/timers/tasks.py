@@ -13,15 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
+from tagih import clock
 from tagih.clock import to_rfc3339
+from tagih.config import get_settings
 from tagih.domain import lifecycle
 from tagih.domain.billing import Billing
-from tagih.store.subscriptions import DueRenewal
+from tagih.store.subscriptions import DueRenewal, default_subscription_items
+from tagih.store.test_clocks import frozen_time_of
+from tagih.wiring import default_billing
 
 MAX_SWEEP_PAGE = 500  # due renewals per Map page: well inside Step Functions' 256 KiB state
 
@@ -146,14 +150,6 @@ def run_timer_task(ports: TimerPorts, task: TimerTask) -> TimerStep | DueRenewal
 
 def default_timer_ports() -> TimerPorts:
     """The ports as the deployed timers function gets them (settings read at the first task)."""
-    from datetime import timedelta
-
-    from tagih import clock
-    from tagih.config import get_settings
-    from tagih.store.subscriptions import default_subscription_items
-    from tagih.store.test_clocks import frozen_time_of
-    from tagih.wiring import default_billing
-
     settings = get_settings()
     subscriptions = default_subscription_items()
     lookback = timedelta(hours=settings.renewal_lookback_hours)
