@@ -25,6 +25,20 @@ import requests
 from tests.fakes.lambda_runtime import ROOT
 
 STARTUP_DEADLINE_SECONDS = 120
+OUTCOME_DEADLINE_SECONDS = 60.0
+
+
+def eventually(check: Callable[[], Any], what: str, deadline: float = OUTCOME_DEADLINE_SECONDS) -> Any:
+    """Poll ``check`` until it returns something truthy, and return that; fail naming ``what`` at
+    the deadline. How every end-to-end test waits for an asynchronous outcome."""
+    end = time.monotonic() + deadline
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"not within {deadline}s: {what}")
+        time.sleep(0.2)
 
 
 def free_port() -> int:
@@ -68,6 +82,26 @@ class LocalStack:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
+
+    def table_name(self) -> str:
+        [name] = self.aws_client("dynamodb").list_tables()["TableNames"]
+        return str(name)
+
+    def set_saved_card_token(self, org_id: str, method_id: str, token: str) -> str:
+        """Make a saved card decline (a token containing ``decline``) or work again: history the API
+        cannot fake. Returns the token it had."""
+        dynamodb = self.aws_client("dynamodb")
+        key = {"PK": {"S": f"ORG#{org_id}"}, "SK": {"S": f"PM#{method_id}"}}
+        saved = dynamodb.get_item(TableName=self.table_name(), Key=key)["Item"]["gateway_payment_method_id"][
+            "S"
+        ]
+        dynamodb.update_item(
+            TableName=self.table_name(),
+            Key=key,
+            UpdateExpression="SET gateway_payment_method_id = :token",
+            ExpressionAttributeValues={":token": {"S": token}},
+        )
+        return str(saved)
 
     def gateway_secret(self, suffix: str) -> dict[str, Any]:
         """A gateway secret (``stripe`` or ``midtrans``) as the functions read it: from the stack's

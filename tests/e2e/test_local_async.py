@@ -8,7 +8,6 @@ Everything is observed the way a developer would: through boto3 against the stac
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e.conftest import LocalStack
+from tests.e2e.conftest import LocalStack, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -26,19 +25,6 @@ FIXTURE = Path(__file__).parent / "fixtures" / "template.yaml"
 TABLE = "tagih-fixture-records"
 BUS = "tagih-fixture"
 MACHINE = "tagih-fixture-machine"
-DEADLINE_SECONDS = 60.0
-
-
-def eventually(check: Callable[[], Any], what: str, deadline: float = DEADLINE_SECONDS) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    end = time.monotonic() + deadline
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"not within {deadline}s: {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ Outcomes are observed over HTTP (``GET /billing/subscription``, ``/billing/invoi
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import LocalStack
+from tests.e2e.conftest import LocalStack, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -36,17 +35,6 @@ def stack(local_stack_factory: Callable[..., LocalStack]) -> LocalStack:
             "DunningSchedule": "PT2S,PT4S",
         }
     )
-
-
-def eventually(check: Callable[[], Any], what: str) -> Any:
-    end = time.monotonic() + DEADLINE_SECONDS
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"not within {DEADLINE_SECONDS}s: {what}")
-        time.sleep(0.3)
 
 
 class Org:
@@ -74,18 +62,9 @@ class Org:
 
     def card(self, token: str = CARD_TOKEN) -> str:
         method = self.call("POST", "/billing/payment-methods", {"type": "credit_card", "token": CARD_TOKEN})
-        if token != CARD_TOKEN:  # the saved card starts declining (history the API cannot fake)
-            self.stack.aws_client("dynamodb").update_item(
-                TableName=self.table(),
-                Key={"PK": {"S": f"ORG#{self.id}"}, "SK": {"S": f"PM#{method['id']}"}},
-                UpdateExpression="SET gateway_payment_method_id = :token",
-                ExpressionAttributeValues={":token": {"S": token}},
-            )
+        if token != CARD_TOKEN:
+            self.stack.set_saved_card_token(self.id, method["id"], token)
         return str(method["id"])
-
-    def table(self) -> str:
-        [name] = self.stack.aws_client("dynamodb").list_tables()["TableNames"]
-        return str(name)
 
 
 def test_a_trial_ends_on_its_timer_and_the_card_is_charged(stack: LocalStack) -> None:
@@ -94,7 +73,9 @@ def test_a_trial_ends_on_its_timer_and_the_card_is_charged(stack: LocalStack) ->
     assert trial["status"] == "trialing"
 
     active = eventually(
-        lambda: org.subscription()["status"] == "active" and org.subscription(), "trial → active"
+        lambda: org.subscription()["status"] == "active" and org.subscription(),
+        "trial → active",
+        DEADLINE_SECONDS,
     )
 
     assert active["current_period_start"] == trial["trial_ends_at"]
@@ -120,7 +101,7 @@ def test_a_cancelled_trial_ends_in_free_when_its_grace_ends(stack: LocalStack) -
     cancelled = org.call("POST", f"/billing/subscriptions/{trial['id']}/cancel")
     assert cancelled["status"] == "grace_period"
 
-    eventually(lambda: org.subscription()["plan"] == "free", "grace → Free")
+    eventually(lambda: org.subscription()["plan"] == "free", "grace → Free", DEADLINE_SECONDS)
 
     assert org.invoices() == []  # a cancelled trial is never charged
     assert org.events()[-1] == "billing.subscription.cancelled"
@@ -132,7 +113,9 @@ def test_a_failing_card_is_dunned_until_uncollectible_and_the_org_is_on_free(sta
     org = Org(stack)
     org.call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": org.card(DECLINING)})
 
-    eventually(lambda: org.subscription()["plan"] == "free", "trial → past_due → retries → Free")
+    eventually(
+        lambda: org.subscription()["plan"] == "free", "trial → past_due → retries → Free", DEADLINE_SECONDS
+    )
 
     [invoice] = org.invoices()
     assert (invoice["status"], invoice["retry_count"], invoice["next_retry_at"]) == ("uncollectible", 3, None)
@@ -147,14 +130,16 @@ def test_the_hourly_sweep_renews_a_subscription_whose_period_ended(stack: LocalS
     org = Org(stack)
     # This organization had its trial before: it is charged at once and active.
     dynamodb = stack.aws_client("dynamodb")
-    dynamodb.put_item(TableName=org.table(), Item={"PK": {"S": f"ORG#{org.id}"}, "SK": {"S": "TRIALLED"}})
+    dynamodb.put_item(
+        TableName=stack.table_name(), Item={"PK": {"S": f"ORG#{org.id}"}, "SK": {"S": "TRIALLED"}}
+    )
     active = org.call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": org.card()})
     assert active["status"] == "active"
     # A month went by (history the API cannot fake): its period ended a minute ago, and its renewal
     # index entry says so, as the store writes it.
     ended = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
     dynamodb.update_item(
-        TableName=org.table(),
+        TableName=stack.table_name(),
         Key={"PK": {"S": f"ORG#{org.id}"}, "SK": {"S": "SUBSCRIPTION"}},
         UpdateExpression="SET current_period_end = :end, GSI2PK = :bucket, GSI2SK = :sort",
         ExpressionAttributeValues={
@@ -167,7 +152,9 @@ def test_the_hourly_sweep_renews_a_subscription_whose_period_ended(stack: LocalS
     fired = stack.request("POST", "/_local/rules/tagih-local-RenewalStateMachineHourlySweep/fire")
     assert fired.status_code in (200, 202), fired.text
 
-    renewed = eventually(lambda: len(org.invoices()) == 2 and org.invoices(), "the sweep renews it")
+    renewed = eventually(
+        lambda: len(org.invoices()) == 2 and org.invoices(), "the sweep renews it", DEADLINE_SECONDS
+    )
     cycle = next(i for i in renewed if i["billing_reason"] == "subscription_cycle")
     assert (cycle["status"], cycle["total"]) == ("paid", PRO_WITH_PPN)
     now_sub = org.subscription()

@@ -6,34 +6,18 @@ A downgrade from Business to Pro with 30 members makes members read-only in the 
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import LocalStack
+from tests.e2e.conftest import LocalStack, eventually
 
 pytestmark = pytest.mark.e2e
-DEADLINE_SECONDS = 60
-T = TypeVar("T")
 
 
 def new_org() -> str:
     return f"org_usage_{uuid.uuid4().hex[:8]}"
-
-
-def eventually(read: Callable[[], T], done: Callable[[T], bool], what: str) -> T:
-    """Poll ``read`` until ``done`` holds, or fail after the deadline with the last value."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while True:
-        value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: still {value!r} after {DEADLINE_SECONDS}s")
-        time.sleep(0.25)  # polling with a deadline
 
 
 def thresholds(stack: LocalStack, org: str) -> list[dict[str, Any]]:
@@ -77,7 +61,7 @@ def test_a_pro_organization_is_warned_at_80_and_100_percent_once_each(local_stac
     usage = local_stack.request("GET", "/billing/usage", headers=owner).json()
     assert usage["plan"] == "pro"
     assert usage["metrics"]["api_calls"] == {"used": 85_000, "quota": 100_000, "percent": 85.0}
-    [warning] = eventually(lambda: thresholds(local_stack, org), lambda found: len(found) >= 1, "80 % event")
+    [warning] = eventually(lambda: thresholds(local_stack, org), "80 % event")
     assert (warning["threshold"], warning["used"], warning["quota"]) == (80, 85_000, 100_000)
 
     again = local_stack.request(
@@ -91,12 +75,16 @@ def test_a_pro_organization_is_warned_at_80_and_100_percent_once_each(local_stac
 
     put_usage_event(local_stack, org, calls(150, 100, "producer"))
 
-    eventually(
-        lambda: local_stack.request("GET", "/billing/usage", headers=owner).json()["metrics"]["api_calls"],
-        lambda figure: figure["used"] == 100_000,
-        "API calls counted from the producer's event",
+    def api_calls_used() -> int:
+        used: int = local_stack.request("GET", "/billing/usage", headers=owner).json()["metrics"][
+            "api_calls"
+        ]["used"]
+        return used
+
+    eventually(lambda: api_calls_used() == 100_000, "API calls counted from the producer's event")
+    found = eventually(
+        lambda: len(thresholds(local_stack, org)) >= 2 and thresholds(local_stack, org), "100 % event"
     )
-    found = eventually(lambda: thresholds(local_stack, org), lambda found: len(found) >= 2, "100 % event")
     assert [(w["threshold"], w["used"]) for w in found] == [(80, 85_000), (100, 100_000)]
     entitlements = local_stack.request("GET", "/billing/entitlements", headers=owner).json()
     assert entitlements["allowed"]["api_calls"] is True  # Pro prices API calls beyond the quota

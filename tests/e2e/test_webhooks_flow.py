@@ -9,33 +9,19 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tagih.domain.webhook_signing import HEADER, verify
-from tests.e2e.conftest import LocalStack
+from tests.e2e.conftest import LocalStack, eventually
 from tests.fakes.webhooks import running_receiver
 
 pytestmark = pytest.mark.e2e
 
-DEADLINE_SECONDS = 60.0
-
 
 def new_org() -> str:
     return f"org_hook_{uuid.uuid4().hex[:8]}"
-
-
-def eventually(check: Callable[[], Any], what: str) -> Any:
-    end = time.monotonic() + DEADLINE_SECONDS
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"not within {DEADLINE_SECONDS}s: {what}")
-        time.sleep(0.2)
 
 
 def test_a_plan_change_is_delivered_signed_with_the_endpoint_secret(local_stack: LocalStack) -> None:

@@ -54,20 +54,6 @@ class Org:
         items: list[dict[str, Any]] = self.call("GET", "/billing/invoices")["items"]
         return list(reversed(items))  # oldest first
 
-    def set_card_token(self, method_id: str, token: str) -> str:
-        """The saved card starts (or stops) declining: history the API cannot fake."""
-        dynamodb = self.stack.aws_client("dynamodb")
-        [table] = dynamodb.list_tables()["TableNames"]
-        key = {"PK": {"S": f"ORG#{self.id}"}, "SK": {"S": f"PM#{method_id}"}}
-        saved = dynamodb.get_item(TableName=table, Key=key)["Item"]["gateway_payment_method_id"]["S"]
-        dynamodb.update_item(
-            TableName=table,
-            Key=key,
-            UpdateExpression="SET gateway_payment_method_id = :token",
-            ExpressionAttributeValues={":token": {"S": token}},
-        )
-        return str(saved)
-
 
 def amounts(invoice: dict[str, Any]) -> tuple[list[tuple[int, bool]], int, int, int]:
     lines = [(line["amount"], line["proration"]) for line in invoice["lines"]]
@@ -138,7 +124,7 @@ def test_one_organizations_year(local_stack: LocalStack) -> None:
     assert org.new_events() == ["billing.invoice.created", "billing.invoice.paid"]
 
     # March 19: the card declines the renewal; the first retry fails too, the second pays.
-    good = org.set_card_token(card["id"], DECLINING)
+    good = local_stack.set_saved_card_token(org.id, card["id"], DECLINING)
     assert org.advance("2026-03-20T00:00:00Z") == [
         ("renew", "2026-03-19T00:00:00Z"),
         ("retry_payment", "2026-03-20T00:00:00Z"),
@@ -158,7 +144,7 @@ def test_one_organizations_year(local_stack: LocalStack) -> None:
         "billing.invoice.overdue",
         "billing.invoice.payment_failed",
     ]
-    org.set_card_token(card["id"], good)
+    local_stack.set_saved_card_token(org.id, card["id"], good)
     assert org.advance("2026-03-22T00:00:00Z") == [("retry_payment", "2026-03-22T00:00:00Z")]
     recovered = org.call("GET", f"/billing/invoices/{dunned['id']}")
     assert (recovered["status"], recovered["amount_paid"]) == ("paid", PRO + PRO_TAX)
