@@ -996,3 +996,109 @@ def test_enterprise_activation_refusals() -> None:
             at=JAN_15,
         )
     assert negative.value.details[0]["field"] == "price_monthly"
+
+
+# -- add-ons ---------------------------------------------------------------------------------------------
+ADDONS = {addon.slug: addon for addon in default_catalog().addons}
+SEATS, SUPPORT = ADDONS["extra-members"], ADDONS["priority-support"]
+
+
+def with_seats(quantity: int, sub: Subscription | None = None, at: datetime = JAN_15) -> Subscription:
+    decision = s.attach_addon(sub or active(), SEATS, quantity, at, item_id="si_seats")
+    return decision.subscription
+
+
+def test_the_next_period_drops_removed_add_ons_and_applies_fewer_units() -> None:
+    sub = with_seats(5)
+    fewer = s.change_addon_quantity(sub, "si_seats", 2, JAN_30_NOON).subscription
+    both = s.attach_addon(fewer, SUPPORT, 1, JAN_30_NOON, item_id="si_support").subscription
+    removing = s.remove_addon(both, "si_support", JAN_30_NOON).subscription
+
+    renewal = renew(removing, FEB_15)
+
+    assert renewal is not None
+    assert [(i.slug, i.quantity, i.scheduled_quantity) for i in renewal.subscription.addons] == [
+        ("extra-members", 2, None)
+    ]
+    assert [(line.description, line.amount) for line in renewal.lines] == [
+        ("Pro (monthly)", 299_000),
+        ("Extra members (2 units, monthly)", 30_000),
+    ]
+    assert s.addon_increments(removing) == [{"members": 5}]  # the paid seats count until then
+
+
+def test_more_units_are_prorated_like_an_upgrade_and_the_lines_net_to_the_difference() -> None:
+    sub = with_seats(2)
+
+    more = s.change_addon_quantity(sub, "si_seats", 5, JAN_30_NOON)
+
+    # 14.5 of 31 days left: 30,000 credited and 75,000 debited for that share.
+    remaining, period = int((FEB_15 - JAN_30_NOON).total_seconds()), 31 * 86_400
+    assert [line.amount for line in more.lines] == [
+        -half_up(30_000 * remaining, period),
+        half_up(75_000 * remaining, period),
+    ]
+    assert more.item.quantity == 5
+    assert [line.proration for line in more.lines] == [True, True]
+
+
+def test_a_trial_attaches_and_removes_for_free_and_the_trial_end_bills_what_is_kept() -> None:
+    trial = subscribe(trial=True)
+    seats = s.attach_addon(trial, SEATS, 3, JAN_15, item_id="si_seats")
+    support = s.attach_addon(seats.subscription, SUPPORT, 1, JAN_15, item_id="si_support")
+    removed = s.remove_addon(support.subscription, "si_support", JAN_15)
+
+    ended = end_trial(removed.subscription, trial.trial_ends_at or JAN_15)
+
+    assert (seats.lines, support.lines) == ([], [])
+    assert ended is not None
+    assert [(line.description, line.amount) for line in ended.lines] == [
+        ("Pro (monthly)", 299_000),
+        ("Extra members (3 units, monthly)", 45_000),
+    ]
+
+
+def test_monthly_to_annual_moves_the_add_ons_to_the_annual_price() -> None:
+    sub = with_seats(2)
+
+    decision = preview_change(sub, PRO, "annual", JAN_30_NOON)
+
+    remaining, period = int((FEB_15 - JAN_30_NOON).total_seconds()), 31 * 86_400
+    assert [(line.description, line.amount) for line in decision.lines] == [
+        ("Unused time on Pro (monthly)", -half_up(299_000 * remaining, period)),
+        ("Unused time on Extra members (2 units, monthly)", -half_up(30_000 * remaining, period)),
+        ("Pro (annual)", 2_990_000),
+        ("Extra members (2 units, annual)", 300_000),
+    ]
+
+
+def test_add_on_refusals() -> None:
+    sub = with_seats(2)
+    usd = SEATS.model_copy(update={"currency": "USD", "slug": "usd-seats"})
+    retired = SEATS.model_copy(update={"is_active": False, "slug": "old-seats"})
+
+    cases = {
+        "again": lambda: s.attach_addon(sub, SEATS, 1, JAN_30_NOON, item_id="si_2"),
+        "currency": lambda: s.attach_addon(sub, usd, 1, JAN_30_NOON, item_id="si_3"),
+        "retired": lambda: s.attach_addon(sub, retired, 1, JAN_30_NOON, item_id="si_4"),
+        "flat": lambda: s.attach_addon(sub, SUPPORT, 2, JAN_30_NOON, item_id="si_5"),
+        "missing": lambda: s.remove_addon(sub, "si_missing", JAN_30_NOON),
+        "past_due": lambda: s.attach_addon(
+            sub.model_copy(update={"status": "past_due"}), SUPPORT, 1, JAN_30_NOON, item_id="si_6"
+        ),
+    }
+    codes = {}
+    for name, attempt in cases.items():
+        with pytest.raises(BillingError) as refused:
+            attempt()
+        codes[name] = http(refused.value)
+
+    assert codes == {
+        "again": (409, "addon_already_attached"),
+        "currency": (422, "currency_mismatch"),
+        "retired": (404, "addon_not_found"),
+        "flat": (422, "validation_error"),
+        "missing": (404, "subscription_addon_not_found"),
+        "past_due": (409, "subscription_not_active"),
+    }
+    assert s.remove_addon(sub, "si_seats", JAN_30_NOON).lines == []

@@ -4,7 +4,7 @@ lengths from settings."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from tagih import clock
 from tagih.clock import parse_duration
@@ -44,6 +44,16 @@ def default_timers(settings: Settings) -> Timers:
     return step_functions_timers(TimerMachines(*arns))
 
 
+class LazyUsageTotals:
+    """``billing.UsageTotals`` over the usage items, loaded on a renewal's first read: a request
+    path never needs them, and the usage store is not part of its cold start."""
+
+    def counted_between(self, organization_id: str, start: datetime, end: datetime) -> dict[str, int]:
+        from tagih.store.usage import default_usage_items
+
+        return default_usage_items().counted_between(organization_id, start, end)
+
+
 def default_billing() -> Billing:
     settings = get_settings()
     return Billing(
@@ -61,4 +71,5 @@ def default_billing() -> Billing:
         else DEFAULT_GRACE_PERIOD,
         retry_schedule=retry_schedule(settings),
         timers=default_timers(settings),
+        usage=LazyUsageTotals(),
     )

@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 from tagih import clock
 from tagih.domain.catalog import Features, Limits
 from tagih.domain.subscriptions import (
+    ADDON_INTERNAL_FIELDS,
+    MAX_ADDON_QUANTITY,
     BillingCycle,
     ScheduledChange,
     Subscription,
@@ -18,6 +20,29 @@ from tagih.domain.subscriptions import (
     SubscriptionStatus,
 )
 from tagih.gateways.names import GatewayName
+
+
+class SubscriptionAddonView(BaseModel):
+    """An add-on on a subscription (API.md "Add-ons"), plus when a removal or a smaller quantity
+    takes effect."""
+
+    id: str = Field(examples=["si_5hTq2LmB8xR3vKc9WnYe"])
+    subscription_id: str
+    addon_id: str = Field(examples=["addon_extra-members"])
+    name: str
+    slug: str
+    price_monthly: int
+    quantity: int = Field(ge=1, le=MAX_ADDON_QUANTITY)
+    cancel_at_period_end: bool = Field(
+        description="Removed when the current period ends; until then it counts."
+    )
+    scheduled_quantity: int | None = Field(description="The quantity from the next period on, if fewer.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, item: SubscriptionAddon) -> SubscriptionAddonView:
+        data = item.model_dump(mode="json", exclude=set(ADDON_INTERNAL_FIELDS))
+        return cls.model_validate(_whole_seconds(data))
 
 
 class SubscriptionView(BaseModel):
@@ -40,7 +65,7 @@ class SubscriptionView(BaseModel):
     gateway_subscription_id: str | None
     limits: Limits
     features: Features
-    addons: list[SubscriptionAddon]
+    addons: list[SubscriptionAddonView]
     version: int
     created_at: datetime
     updated_at: datetime
@@ -51,10 +76,12 @@ class SubscriptionView(BaseModel):
 
 
 def _whole_seconds(data: dict[str, Any]) -> dict[str, Any]:
-    """The API's timestamps have whole seconds (``…T12:00:00Z``)."""
+    """The API's timestamps have whole seconds (``…T12:00:00Z``), the add-ons' too."""
     return {
         key: clock.to_rfc3339(clock.parse_rfc3339(value))
         if isinstance(value, str) and key.endswith(("_at", "_start", "_end"))
+        else [_whole_seconds(item) for item in value]
+        if key == "addons" and isinstance(value, list)
         else value
         for key, value in data.items()
     }

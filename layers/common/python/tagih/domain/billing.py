@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -25,7 +25,7 @@ from aws_lambda_powertools import Logger
 from tagih.domain import invoices as inv
 from tagih.domain import subscriptions as subs
 from tagih.domain.accounts import AccountStore, default_billing_account, ensure_gateway_customer
-from tagih.domain.catalog import Features, Limits, Plan, TaxRate
+from tagih.domain.catalog import Addon, Features, Limits, Plan, TaxRate
 from tagih.domain.errors import (
     BillingError,
     CurrencyMismatch,
@@ -50,6 +50,7 @@ from tagih.timers.port import NoTimers, Timers
 
 if TYPE_CHECKING:
     from tagih.domain.payments import Payment, PaymentFailed, PaymentSettled, PaymentStore
+    from tagih.domain.wallet import WalletStore
     from tagih.gateways.port import Customer, GatewayDirectory
 
 logger = Logger()
@@ -67,7 +68,17 @@ class CatalogReader(Protocol):
         """Active plans, cheapest first."""
         ...
 
+    def addon(self, slug: str) -> Addon:
+        """``AddonNotFound`` for an unknown slug."""
+        ...
+
     def tax_rate(self, currency: str) -> TaxRate: ...
+
+
+class UsageTotals(Protocol):
+    def counted_between(self, organization_id: str, start: datetime, end: datetime) -> dict[str, int]:
+        """Counted metrics' totals over ``[start, end)`` (``store.usage.UsageItems``)."""
+        ...
 
 
 class SubscriptionStore(Protocol):
@@ -113,6 +124,8 @@ class Billing:
     grace_period: timedelta = subs.DEFAULT_GRACE_PERIOD
     retry_schedule: tuple[timedelta, ...] = subs.DEFAULT_RETRY_SCHEDULE  # DUNNING_SCHEDULE
     timers: Timers = field(default_factory=NoTimers)
+    wallets: WalletStore | None = None  # None: no wallet pays invoices (tests of other services)
+    usage: UsageTotals | None = None  # None: renewals bill no overage (tests of other services)
 
     def publish(self, organization_id: str, at: datetime, *events: tuple[EventType, dict[str, Any]]) -> None:
         self.publisher.publish([billing_event(kind, organization_id, data, at) for kind, data in events])
@@ -374,6 +387,10 @@ def _paid_up(
     the change; anything else is unchanged."""
     if invoice.plan_change is not None:
         return _ordered_change(billing, subscription, invoice, invoice.plan_change, at)
+    if invoice.addon_change is not None:
+        from tagih.domain.addons import ordered_addon_change  # add-on invoices only
+
+        return ordered_addon_change(billing, subscription, invoice, invoice.addon_change, at)
     return (
         subs.activate_after_first_payment(subscription, at)
         or subs.trial_converted(subscription, at)
@@ -471,29 +488,42 @@ def change_invoice_id(subscription: Subscription, attempt: int) -> str:
     return "inv_" + "".join(chars)
 
 
-def _change_draft(
-    billing: Billing, sub: Subscription, decision: ChangeDecision, now: datetime
+def change_draft(
+    billing: Billing,
+    sub: Subscription,
+    lines: list[inv.InvoiceLine],
+    now: datetime,
+    *,
+    plan_change: inv.PlanChangeOrder | None = None,
+    addon_change: inv.AddonChangeOrder | None = None,
 ) -> Invoice | None:
-    """The draft invoicing ``decision.lines`` (None when there are none), due now, over the lines'
-    span: ``[now, period end)`` for an upgrade, the new year for a monthly→annual change."""
-    if not decision.lines:
+    """The draft invoicing a change's ``lines`` (None when there are none), due now, over the lines'
+    span (``[now, period end)`` for an upgrade, the new year for a monthly→annual change), recording
+    what it pays for, so a payment that settles later applies exactly that."""
+    if not lines:
         return None
-    starts = [line.period_start or now for line in decision.lines]
-    ends = [line.period_end or now for line in decision.lines]
-    order = inv.PlanChangeOrder(plan=decision.plan, billing_cycle=decision.billing_cycle, requested_at=now)
+    starts = [line.period_start or now for line in lines]
+    ends = [line.period_end or now for line in lines]
     draft = inv.draft_invoice(
         organization_id=sub.organization_id,
         subscription_id=sub.id,
-        billing_reason=decision.billing_reason,
+        billing_reason="subscription_update",
         currency=sub.currency,
-        lines=decision.lines,
+        lines=lines,
         tax=billing.catalog.tax_rate(sub.currency),
         period_start=min(starts),
         period_end=max(ends),
         due_date=now,
         now=now,
     )
-    return draft.model_copy(update={"plan_change": order})
+    return draft.model_copy(update={"plan_change": plan_change, "addon_change": addon_change})
+
+
+def _plan_change_draft(
+    billing: Billing, sub: Subscription, decision: ChangeDecision, now: datetime
+) -> Invoice | None:
+    order = inv.PlanChangeOrder(plan=decision.plan, billing_cycle=decision.billing_cycle, requested_at=now)
+    return change_draft(billing, sub, decision.lines, now, plan_change=order)
 
 
 def preview_plan_change(
@@ -513,7 +543,7 @@ def preview_plan_change(
     return PlanChangePreview(
         decision=decision,
         subscription=subs.apply_change(current, decision, plan, now),
-        invoice=_change_draft(billing, current, decision, now),
+        invoice=_plan_change_draft(billing, current, decision, now),
         tax=billing.catalog.tax_rate(current.currency),
     )
 
@@ -555,9 +585,16 @@ def change_plan(
         )
     plan = billing.catalog.plan(plan_slug)
     decision = subs.preview_change(current, plan, cycle, now)
-    draft = _change_draft(billing, current, decision, now)
+    draft = _plan_change_draft(billing, current, decision, now)
     if draft is not None and draft.amount_due > 0:
-        return _charge_change(_Change(billing, current, plan, decision, now), draft)
+        change = SubscriptionChange(
+            billing,
+            current,
+            now,
+            Decided(decision.lines, subs.apply_change(current, decision, plan, now)),
+            redecide=_plan_change_decider(plan, decision.billing_cycle, now),
+        )
+        return charge_subscription_change(change, draft)
 
     changed = subs.apply_change(current, decision, plan, now)
     if changed is current:  # the same plan and cycle, nothing scheduled: nothing to write
@@ -590,17 +627,41 @@ def _change_payment_method(billing: Billing, sub: Subscription) -> PaymentMethod
 
 
 @dataclass(frozen=True)
-class _Change:
-    """A paid change being carried out: decided on ``base`` (the version read) at ``now``."""
+class Decided:
+    """A change decided on one version: the lines it invoices now and the subscription it makes."""
+
+    lines: list[inv.InvoiceLine]
+    changed: Subscription
+
+
+@dataclass(frozen=True)
+class SubscriptionChange:
+    """A paid change (a plan change, an add-on) being carried out: decided on ``base`` (the version
+    read) at ``now``. ``redecide`` decides the same change on a newer version (None, or a
+    ``BillingError``, when it no longer applies)."""
 
     billing: Billing
     base: Subscription
-    plan: Plan
-    decision: ChangeDecision
     now: datetime
+    decided: Decided
+    redecide: Callable[[Subscription], Decided | None]
 
 
-def _charge_change(change: _Change, draft: Invoice) -> PlanChanged:
+def _plan_change_decider(
+    plan: Plan, cycle: BillingCycle, at: datetime
+) -> Callable[[Subscription], Decided | None]:
+    def decide(sub: Subscription) -> Decided | None:
+        decision = subs.preview_change(sub, plan, cycle, at)
+        if not decision.immediate:
+            return None
+        return Decided(decision.lines, subs.apply_change(sub, decision, plan, at))
+
+    return decide
+
+
+def charge_subscription_change(change: SubscriptionChange, draft: Invoice) -> PlanChanged:
+    """Charge a change's draft invoice, once per version of the subscription however many requests
+    race (see the comment above ``MAX_CHANGE_TRIES``), and write the change with its paid invoice."""
     from tagih.domain.payments import Payment  # loads only on the charging path
 
     billing, current, now = change.billing, change.base, change.now
@@ -659,7 +720,7 @@ def _charge_change(change: _Change, draft: Invoice) -> PlanChanged:
 
 
 def _charge_claimed_change(
-    change: _Change, candidate: Invoice, method: PaymentMethod, claim: Payment
+    change: SubscriptionChange, candidate: Invoice, method: PaymentMethod, claim: Payment
 ) -> PlanChanged:
     billing = change.billing
     try:
@@ -705,7 +766,7 @@ def _stored_change_invoice(billing: Billing, candidate: Invoice, now: datetime) 
     return billing.invoices.finalize(stored, now) if stored.status == "draft" else stored
 
 
-def _record_change_payment(change: _Change, candidate: Invoice, payment: Payment) -> PlanChanged:
+def _record_change_payment(change: SubscriptionChange, candidate: Invoice, payment: Payment) -> PlanChanged:
     billing, base, now = change.billing, change.base, change.now
     org = base.organization_id
     invoice = _stored_change_invoice(billing, candidate, now)
@@ -737,7 +798,7 @@ def _record_change_payment(change: _Change, candidate: Invoice, payment: Payment
     return PlanChanged(changed, paid)
 
 
-def _commit_paid_change(change: _Change, finalized: Invoice, paid: Invoice) -> Subscription:
+def _commit_paid_change(change: SubscriptionChange, finalized: Invoice, paid: Invoice) -> Subscription:
     """Write the changed subscription with its paid invoice, in ONE transaction.
 
     The charge is made, so the change should land: if the subscription moved meanwhile (another
@@ -746,27 +807,26 @@ def _commit_paid_change(change: _Change, finalized: Invoice, paid: Invoice) -> S
     request began, before the charge; a write that kept the terms does not undo a paid change).
     Otherwise (cancelled, suspended, repriced) the paid invoice is recorded on its own, the payment
     flagged for a refund in the logs, and 409."""
-    billing, base, plan, decision, now = change.billing, change.base, change.plan, change.decision, change.now
+    billing, base, decided, now = change.billing, change.base, change.decided, change.now
     org = base.organization_id
     for _ in range(MAX_CHANGE_COMMITS):
-        changed = subs.apply_change(base, decision, plan, now)
         try:
-            billing.subscriptions.save(changed, base.version, invoices=[(paid, finalized.version)])
-            return changed
+            billing.subscriptions.save(decided.changed, base.version, invoices=[(paid, finalized.version)])
+            return decided.changed
         except VersionConflict:
             fresh = billing.subscriptions.current(org)
         if fresh is None or fresh.id != base.id or fresh.version == base.version:
             break  # gone, replaced, or the invoice (not the subscription) moved: another request recorded it
         try:
-            again = subs.preview_change(fresh, plan, decision.billing_cycle, now)
+            again = change.redecide(fresh)
         except BillingError:
             break
-        if not again.immediate or again.lines != decision.lines:
+        if again is None or again.lines != decided.lines:
             break
-        base, decision = fresh, again
+        base, decided = fresh, again
     billing.invoices.replace(paid, finalized.version)  # VersionConflict: another request recorded it
     logger.error(
-        "a paid plan change could not be applied; refund the payment",
+        "a paid subscription change could not be applied; refund the payment",
         extra={"organization_id": org, "subscription_id": base.id, "invoice_id": paid.id},
     )
     billing.publish(

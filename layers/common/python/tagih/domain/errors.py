@@ -50,6 +50,11 @@ class AddonNotFound(NotFound):
     default_message = "No such add-on."
 
 
+class SubscriptionAddonNotFound(NotFound):
+    code = "subscription_addon_not_found"
+    default_message = "No such add-on on this subscription."
+
+
 class ApiKeyNotFound(NotFound):
     code = "api_key_not_found"
     default_message = "No such API key."
@@ -84,6 +89,11 @@ class Conflict(BillingError):
 class VersionConflict(Conflict):
     code = "version_conflict"
     default_message = "The object changed since you read it; read it again and retry."
+
+
+class AddonAlreadyAttached(Conflict):
+    code = "addon_already_attached"
+    default_message = "The add-on is already attached; change its quantity instead."
 
 
 class RequestInProgress(Conflict):

@@ -53,7 +53,7 @@ BillingReason = Literal[
 UNPAID_STATUSES: frozenset[str] = frozenset({"open", "overdue"})
 # Fields that are Tagih's bookkeeping, not part of the API.md invoice; a response model leaves them out.
 INTERNAL_FIELDS: frozenset[str] = frozenset(
-    {"version", "updated_at", "hosted_token", "finalized_at", "tax_rate_bps", "plan_change"}
+    {"version", "updated_at", "hosted_token", "finalized_at", "tax_rate_bps", "plan_change", "addon_change"}
 )
 
 
@@ -85,6 +85,19 @@ class PlanChangeOrder(BaseModel):
 
     plan: str
     billing_cycle: Literal["monthly", "annual"]
+    requested_at: datetime
+
+
+class AddonChangeOrder(BaseModel):
+    """What a ``subscription_update`` invoice for an add-on pays for: attaching ``addon`` (as item
+    ``item_id``) or raising that item's quantity, asked at ``requested_at``; applied when paid."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Literal["attach", "quantity"]
+    addon: str  # the catalog slug
+    item_id: str
+    quantity: int = Field(ge=1)
     requested_at: datetime
 
 
@@ -125,6 +138,7 @@ class Invoice(BaseModel):
     hosted_token: str  # the unguessable part of the hosted page's URL (no auth there)
     finalized_at: datetime | None = None
     plan_change: PlanChangeOrder | None = None
+    addon_change: AddonChangeOrder | None = None
 
     # mypy does not follow decorators stacked on @property; pydantic documents this ignore.
     @computed_field  # type: ignore[prop-decorator]

@@ -41,7 +41,7 @@ from tagih.domain import invoices as inv
 from tagih.domain import subscriptions as subs
 from tagih.domain.billing import Billing, charge_invoice, invoice_data
 from tagih.domain.collection import next_attempt
-from tagih.domain.errors import InvoiceNotFound, PaymentDeclined, PaymentMethodNotFound
+from tagih.domain.errors import InvoiceNotFound, PaymentDeclined, PaymentMethodNotFound, PlanNotFound
 from tagih.domain.invoices import BillingReason, Invoice
 from tagih.domain.payment_methods import PaymentMethod
 from tagih.domain.payments import Payment
@@ -192,6 +192,25 @@ def _resumed_charge(
     return _charge(billing, invoice, _method_for(billing, sub), at)
 
 
+def _overage_lines(billing: Billing, ended: Subscription) -> list[inv.InvoiceLine]:
+    """Use beyond the quotas in the period ``ended`` just closed, billed in arrears at its plan's
+    overage prices, one line per metric (nothing for a plan that prices none, or custom terms)."""
+    start, end = ended.current_period_start, ended.current_period_end
+    if billing.usage is None or start is None or end is None or ended.custom_terms:
+        return []
+    try:
+        plan = billing.catalog.plan(ended.plan)
+    except PlanNotFound:  # retired from the catalog since: its overage prices went with it
+        return []
+    if not plan.overage:
+        return []
+    from tagih.domain.usage import effective_quotas, overage_lines  # the renewal path only
+
+    used = billing.usage.counted_between(ended.organization_id, start, end)
+    quotas = effective_quotas(ended.limits, subs.addon_increments(ended))
+    return overage_lines(plan, used, period_start=start, period_end=end, quotas=quotas)
+
+
 def _start_period(
     billing: Billing, base: Subscription, renewal: subs.Renewal, at: datetime
 ) -> tuple[Subscription, Invoice]:
@@ -199,12 +218,15 @@ def _start_period(
     start, end = moved.current_period_start, moved.current_period_end
     if start is None or end is None:
         raise ValueError("end_trial and renew always set the period")
+    lines = renewal.lines
+    if renewal.billing_reason == "subscription_cycle":
+        lines = [*lines, *_overage_lines(billing, base)]
     draft = inv.draft_invoice(
         organization_id=moved.organization_id,
         subscription_id=moved.id,
         billing_reason=renewal.billing_reason,
         currency=moved.currency,
-        lines=renewal.lines,
+        lines=lines,
         tax=billing.catalog.tax_rate(moved.currency),
         period_start=start,
         period_end=end,

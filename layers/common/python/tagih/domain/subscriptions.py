@@ -29,14 +29,17 @@ Fields beyond API.md's (``INTERNAL_FIELDS``) are the store's and the domain's, n
 from __future__ import annotations
 
 from calendar import monthrange
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tagih.domain.catalog import Features, Limits, Plan
+from tagih.domain.catalog import Addon, Features, Limits, Plan
 from tagih.domain.errors import (
+    AddonAlreadyAttached,
+    AddonNotFound,
     AlreadyCancelled,
     AlreadySubscribed,
     AlreadySuspended,
@@ -49,6 +52,7 @@ from tagih.domain.errors import (
     OrganizationSuspended,
     PaymentMethodRequired,
     PlanNotSubscribable,
+    SubscriptionAddonNotFound,
     SubscriptionNotActive,
     VersionConflict,
 )
@@ -64,6 +68,7 @@ SubscriptionStatus = Literal[
 ]
 BillingCycle = Literal["monthly", "annual"]
 ChangeKind = Literal["upgrade", "downgrade", "cycle_change", "same"]
+MAX_ADDON_QUANTITY = 1000
 
 ENTERPRISE_PLAN = "enterprise"
 ENTERPRISE_PLAN_NAME = "Enterprise"
@@ -114,16 +119,38 @@ class PlanTerms(BaseModel):
 
 
 class SubscriptionAddon(BaseModel):
-    """An add-on on a subscription as API.md shows it (add-ons are not billed here yet)."""
+    """An add-on attached to a subscription: API.md fields, then internal ones (``ADDON_INTERNAL_FIELDS``).
 
-    id: str
+    Prices are copied from the catalog when attached, like a plan's: a catalog change never reprices
+    a running subscription."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(examples=["si_5hTq2LmB8xR3vKc9WnYe"])
     subscription_id: str
     addon_id: str
     name: str
     slug: str
     price_monthly: int = Field(ge=0)
-    quantity: int = Field(ge=1)
+    quantity: int = Field(ge=1, le=MAX_ADDON_QUANTITY)
     created_at: datetime
+    cancel_at_period_end: bool = Field(
+        default=False, description="Removed when the current period ends; until then it counts."
+    )
+    scheduled_quantity: int | None = Field(
+        default=None, ge=1, le=MAX_ADDON_QUANTITY, description="The quantity from the next period on."
+    )
+
+    # internal
+    price_annual: int = Field(default=0, ge=0)
+    unit: Literal["flat", "per_unit"] = "per_unit"
+    limits_increase: dict[str, int] = Field(default_factory=dict)
+
+    def unit_amount(self, cycle: BillingCycle) -> int:
+        return self.price_monthly if cycle == "monthly" else self.price_annual
+
+
+ADDON_INTERNAL_FIELDS: frozenset[str] = frozenset({"price_annual", "unit", "limits_increase"})
 
 
 class Subscription(BaseModel):
@@ -184,7 +211,9 @@ class Subscription(BaseModel):
 
     def public_data(self) -> dict[str, Any]:
         """The API.md fields, JSON-ready (what responses and events show)."""
-        return self.model_dump(mode="json", exclude=set(INTERNAL_FIELDS))
+        hidden: dict[str, Any] = dict.fromkeys(INTERNAL_FIELDS, True)
+        hidden["addons"] = {"__all__": set(ADDON_INTERNAL_FIELDS)}
+        return self.model_dump(mode="json", exclude=hidden)
 
 
 INTERNAL_FIELDS: frozenset[str] = frozenset(
@@ -519,9 +548,18 @@ def end_trial(sub: Subscription, at: datetime) -> Renewal | None:
         return None
     first = sub.trial_ends_at
     end = add_cycle(first, sub.billing_cycle, first.day)
-    ended = _next(sub, at, current_period_start=first, current_period_end=end, billing_anchor_day=first.day)
+    addons = next_period_addons(sub.addons)
+    ended = _next(
+        sub,
+        at,
+        current_period_start=first,
+        current_period_end=end,
+        billing_anchor_day=first.day,
+        addons=addons,
+    )
     line = _line(_label(sub.plan_name, sub.billing_cycle), sub.price, first, end)
-    return Renewal(subscription=ended, lines=[line], billing_reason="subscription_create")
+    lines = [line, *addon_lines(addons, sub.billing_cycle, first, end)]
+    return Renewal(subscription=ended, lines=lines, billing_reason="subscription_create")
 
 
 def trial_converted(sub: Subscription, at: datetime) -> Subscription | None:
@@ -618,10 +656,16 @@ def preview_change(
 
     if sub.billing_cycle == "monthly" and cycle == "annual":
         lines = []
+        year_end = add_cycle(at, "annual", at.day)
         if at < end:
             credit = prorate(sub.price, 0, start, end, at).credit
             lines.append(_line(f"Unused time on {old_label}", credit, at, end, proration=True))
-        lines.append(_line(new_label, new_price, at, add_cycle(at, "annual", at.day)))
+            for item in sub.addons:  # the add-ons move to the annual cycle with the plan
+                unused = prorate(item.unit_amount("monthly") * item.quantity, 0, start, end, at).credit
+                label = _addon_label(item, item.quantity, "monthly")
+                lines.append(_line(f"Unused time on {label}", unused, at, end, proration=True))
+        lines.append(_line(new_label, new_price, at, year_end))
+        lines += addon_lines(next_period_addons(sub.addons), "annual", at, year_end)
         return decision("cycle_change", immediate=True, effective_at=at, lines=lines)
 
     if sub.billing_cycle == "annual" and cycle == "monthly":
@@ -672,8 +716,187 @@ def apply_change(sub: Subscription, decision: ChangeDecision, new_plan: Plan, at
             "current_period_start": at,
             "current_period_end": add_cycle(at, decision.billing_cycle, at.day),
             "billing_anchor_day": at.day,
+            "addons": next_period_addons(sub.addons),  # a new period starts: as a renewal would
         }
     return _next(sub, at, **changes)
+
+
+# -- add-ons -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AddonDecision:
+    """What attaching an add-on or changing its quantity does at ``at``, decided on ``based_on_version``.
+    ``subscription`` is as the change leaves it (for a change with a positive ``lines`` total: once
+    that invoice is paid); ``item`` is the add-on as it then stands; ``lines`` is invoiced now."""
+
+    subscription: Subscription
+    item: SubscriptionAddon
+    lines: list[InvoiceLine]
+    based_on_version: int
+
+
+def _addon_label(item: SubscriptionAddon, quantity: int, cycle: BillingCycle) -> str:
+    if item.unit == "flat":
+        return f"{item.name} ({cycle})"
+    return f"{item.name} ({quantity} {'unit' if quantity == 1 else 'units'}, {cycle})"
+
+
+def addon_lines(
+    items: Sequence[SubscriptionAddon], cycle: BillingCycle, start: datetime, end: datetime
+) -> list[InvoiceLine]:
+    """A full period's line per add-on: quantity times the cycle's unit price."""
+    return [
+        InvoiceLine(
+            description=_addon_label(item, item.quantity, cycle),
+            quantity=item.quantity,
+            unit_amount=item.unit_amount(cycle),
+            amount=item.quantity * item.unit_amount(cycle),
+            period_start=start,
+            period_end=end,
+        )
+        for item in items
+    ]
+
+
+def next_period_addons(items: Sequence[SubscriptionAddon]) -> list[SubscriptionAddon]:
+    """The add-ons of the next period: removals take effect, scheduled quantities apply."""
+    return [
+        item.model_copy(
+            update={"quantity": item.scheduled_quantity or item.quantity, "scheduled_quantity": None}
+        )
+        for item in items
+        if not item.cancel_at_period_end
+    ]
+
+
+def addon_increments(sub: Subscription) -> list[dict[str, int]]:
+    """What the attached add-ons add to the plan's limits now (``usage.effective_quotas``)."""
+    return [
+        {metric: extra * item.quantity for metric, extra in item.limits_increase.items()}
+        for item in sub.addons
+        if item.limits_increase
+    ]
+
+
+def _addon_item(sub: Subscription, item_id: str) -> SubscriptionAddon:
+    for item in sub.addons:
+        if item.id == item_id:
+            return item
+    raise SubscriptionAddonNotFound(f"Subscription {sub.id} has no add-on {item_id!r}.")
+
+
+def _check_addons_changeable(sub: Subscription) -> None:
+    _check_changeable(sub)
+    if sub.custom_terms:
+        raise ContactSales("The subscription has custom terms; contact sales to add to them.")
+
+
+def _with_item(sub: Subscription, item: SubscriptionAddon, at: datetime) -> Subscription:
+    items = [item if existing.id == item.id else existing for existing in sub.addons]
+    if item.id not in {existing.id for existing in sub.addons}:
+        items.append(item)
+    return _next(sub, at, addons=items)
+
+
+def _remaining_time_lines(
+    sub: Subscription, item: SubscriptionAddon, old_quantity: int, new_quantity: int, at: datetime
+) -> list[InvoiceLine]:
+    """Prorated like an upgrade: the unused time of the old quantity credited, the rest of the
+    period at the new one debited. Nothing during a trial (it is free) or past the period end (a
+    renewal still pending bills the new quantity in full)."""
+    start, end = _period(sub)
+    if sub.status == "trialing" or at >= end:
+        return []
+    unit = item.unit_amount(sub.billing_cycle)
+    proration = prorate(unit * old_quantity, unit * new_quantity, start, end, at)
+    lines = []
+    if old_quantity:
+        old_label = _addon_label(item, old_quantity, sub.billing_cycle)
+        lines.append(_line(f"Unused time on {old_label}", proration.credit, at, end, proration=True))
+    new_label = _addon_label(item, new_quantity, sub.billing_cycle)
+    lines.append(_line(f"Remaining time on {new_label}", proration.debit, at, end, proration=True))
+    return lines
+
+
+def attach_addon(
+    sub: Subscription, addon: Addon, quantity: int, at: datetime, *, item_id: str
+) -> AddonDecision:
+    """Attach ``quantity`` units of ``addon`` from ``at``: the rest of the current period is invoiced now,
+    prorated per second (nothing during a trial: the trial-end invoice bills it), and every
+    renewal bills it in full. 409 ``addon_already_attached`` for an add-on already on the
+    subscription (change its quantity instead); a flat add-on is attached once."""
+    at = _utc(at)
+    _check_addons_changeable(sub)
+    if not addon.is_active:
+        raise AddonNotFound(f"{addon.name} is no longer offered.")
+    if addon.currency != sub.currency:
+        raise CurrencyMismatch(
+            f"{addon.name} is priced in {addon.currency}, the subscription is billed in {sub.currency}."
+        )
+    if addon.unit == "flat" and quantity != 1:
+        raise InvalidField("quantity", f"{addon.name} is a flat add-on: its quantity is 1.")
+    if any(item.slug == addon.slug for item in sub.addons):
+        raise AddonAlreadyAttached(
+            f"{addon.name} is already attached; change its quantity "
+            "(PATCH /billing/subscriptions/{id}/addons/{item_id})."
+        )
+    item = SubscriptionAddon(
+        id=item_id,
+        subscription_id=_stored_id_of(sub),
+        addon_id=addon.id,
+        name=addon.name,
+        slug=addon.slug,
+        price_monthly=addon.price_monthly,
+        quantity=quantity,
+        created_at=at,
+        price_annual=addon.price_annual,
+        unit=addon.unit,
+        limits_increase=dict(addon.limits_increase),
+    )
+    lines = _remaining_time_lines(sub, item, 0, quantity, at)
+    return AddonDecision(_with_item(sub, item, at), item, lines, sub.version)
+
+
+def change_addon_quantity(sub: Subscription, item_id: str, quantity: int, at: datetime) -> AddonDecision:
+    """Set an attached add-on's quantity. More: at once, prorated like an upgrade. Fewer: from the
+    next period (``scheduled_quantity``; the paid units stay until then, no refund). Changing the
+    quantity of an add-on being removed keeps it. During a trial: at once, nothing invoiced."""
+    at = _utc(at)
+    _check_addons_changeable(sub)
+    item = _addon_item(sub, item_id)
+    if item.unit == "flat" and quantity != 1:
+        raise InvalidField("quantity", f"{item.name} is a flat add-on: its quantity is 1.")
+    kept = {"cancel_at_period_end": False, "scheduled_quantity": None}
+    if quantity > item.quantity or (sub.status == "trialing" and quantity != item.quantity):
+        changed = item.model_copy(update={**kept, "quantity": quantity})
+        lines = _remaining_time_lines(sub, item, item.quantity, quantity, at)
+    elif quantity < item.quantity:
+        changed = item.model_copy(update={**kept, "scheduled_quantity": quantity})
+        lines = []
+    else:
+        changed = item.model_copy(update=kept)
+        lines = []
+    if changed == item:
+        return AddonDecision(sub, item, [], sub.version)  # nothing to change or write
+    return AddonDecision(_with_item(sub, changed, at), changed, lines, sub.version)
+
+
+def remove_addon(sub: Subscription, item_id: str, at: datetime) -> AddonDecision:
+    """Remove an add-on at the end of the current period (the trial, during one): it counts and is
+    not refunded until then, and the next invoice no longer bills it. Removing it again changes
+    nothing."""
+    at = _utc(at)
+    _check_addons_changeable(sub)
+    item = _addon_item(sub, item_id)
+    if item.cancel_at_period_end:
+        return AddonDecision(sub, item, [], sub.version)
+    removed = item.model_copy(update={"cancel_at_period_end": True, "scheduled_quantity": None})
+    return AddonDecision(_with_item(sub, removed, at), removed, [], sub.version)
+
+
+def _stored_id_of(sub: Subscription) -> str:
+    _require_stored(sub)
+    assert sub.id is not None
+    return sub.id
 
 
 # -- cancelling ---------------------------------------------------------------------------------------
@@ -746,7 +969,7 @@ def end_grace(sub: Subscription, at: datetime) -> Subscription | None:
 def renew(sub: Subscription, at: datetime) -> Renewal | None:
     """Move an active subscription whose period has ended into the next one,
     ``[current_period_end, add_cycle(current_period_end))``, applying a scheduled change due by then,
-    and bill that period (one line for the plan in force; add-ons come later). The status stays
+    and bill that period (a line for the plan in force, one per add-on kept). The status stays
     ``active`` until the caller reports the charge (``renewal_payment_failed`` on a failure).
 
     One period per call: a caller far behind (a test clock jumping months) calls again while it
@@ -765,9 +988,11 @@ def renew(sub: Subscription, at: datetime) -> Renewal | None:
         changes = _terms_fields(terms) | {"scheduled_change": None, "scheduled_terms": None}
         plan_name, cycle, price = terms.plan_name, terms.billing_cycle, terms.price
     new_end = add_cycle(end, cycle, sub.billing_anchor_day or end.day)
-    renewed = _next(sub, at, current_period_start=end, current_period_end=new_end, **changes)
+    addons = next_period_addons(sub.addons)
+    renewed = _next(sub, at, current_period_start=end, current_period_end=new_end, addons=addons, **changes)
     line = _line(_label(plan_name, cycle), price, end, new_end)
-    return Renewal(subscription=renewed, lines=[line], billing_reason="subscription_cycle")
+    lines = [line, *addon_lines(addons, cycle, end, new_end)]
+    return Renewal(subscription=renewed, lines=lines, billing_reason="subscription_cycle")
 
 
 def renewal_payment_failed(sub: Subscription, at: datetime) -> Subscription | None:

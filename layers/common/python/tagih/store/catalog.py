@@ -91,5 +91,8 @@ class CatalogItems:
     def plans(self) -> list[Plan]:
         return list_plans()
 
+    def addon(self, slug: str) -> Addon:
+        return get_addon(slug)
+
     def tax_rate(self, currency: str) -> TaxRate:
         return get_tax_rate(currency)

@@ -43,7 +43,7 @@ from tagih.clock import epoch_seconds
 from tagih.config import get_settings
 from tagih.domain.catalog import GAUGE_METRICS, OveragePrice, Plan
 from tagih.domain.errors import PlanNotFound
-from tagih.domain.subscriptions import Subscription, current_or_free
+from tagih.domain.subscriptions import Subscription, addon_increments, current_or_free
 from tagih.domain.usage import (
     DEDUP_WINDOW,
     DayFigure,
@@ -405,8 +405,8 @@ def _chunks(ordered: Sequence[Measurement]) -> Iterator[list[Measurement]]:
 
 
 class SubscriptionTerms:
-    """``domain.usage.TermsSource`` over the subscription item and the catalog. Add-ons are not
-    attachable yet (another issue): the quotas take their increments once they are."""
+    """``domain.usage.TermsSource`` over the subscription item and the catalog; the quotas take
+    the attached add-ons' increments."""
 
     def __init__(
         self,
@@ -446,4 +446,4 @@ def default_terms() -> SubscriptionTerms:
     from tagih.store.catalog import get_plan
     from tagih.store.subscriptions import default_subscription_items
 
-    return SubscriptionTerms(default_subscription_items().current, get_plan)
+    return SubscriptionTerms(default_subscription_items().current, get_plan, addon_increments)
