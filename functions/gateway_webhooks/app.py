@@ -73,7 +73,7 @@ def receive(gateway: GatewayName) -> NotificationReceived:
             default_gateway_event_items(),
             dict(app.current_event.headers or {}),
             raw_body(),
-            listener=billing.InvoicePaymentListener(default_billing()),
+            listener=billing.BillingPaymentListener(default_billing()),
         )
     except InvalidSignature:
         logger.warning("gateway notification with an invalid signature", extra={"gateway": gateway})

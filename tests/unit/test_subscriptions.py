@@ -3,6 +3,7 @@ every refusal and no-op a request or a timer can meet (DESIGN.md "Subscription l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -1077,7 +1078,7 @@ def test_add_on_refusals() -> None:
     usd = SEATS.model_copy(update={"currency": "USD", "slug": "usd-seats"})
     retired = SEATS.model_copy(update={"is_active": False, "slug": "old-seats"})
 
-    cases = {
+    cases: dict[str, Callable[[], object]] = {
         "again": lambda: s.attach_addon(sub, SEATS, 1, JAN_30_NOON, item_id="si_2"),
         "currency": lambda: s.attach_addon(sub, usd, 1, JAN_30_NOON, item_id="si_3"),
         "retired": lambda: s.attach_addon(sub, retired, 1, JAN_30_NOON, item_id="si_4"),

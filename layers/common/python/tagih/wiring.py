@@ -5,6 +5,8 @@ lengths from settings."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from tagih import clock
 from tagih.clock import parse_duration
@@ -20,6 +22,9 @@ from tagih.store.payment_methods import default_payment_method_items
 from tagih.store.payments import default_payment_items
 from tagih.store.subscriptions import default_subscription_items
 from tagih.timers.port import NoTimers, Timers
+
+if TYPE_CHECKING:
+    from tagih.domain.wallet import Wallet, WalletChange, WalletStore, WalletTransaction
 
 
 def retry_schedule(settings: Settings) -> tuple[timedelta, ...]:
@@ -54,6 +59,29 @@ class LazyUsageTotals:
         return default_usage_items().counted_between(organization_id, start, end)
 
 
+class LazyWalletStore:
+    """``wallet.WalletStore`` over the wallet items, loaded when an invoice is charged or a wallet
+    read: the wallet's models are not part of every billing function's cold start."""
+
+    @cached_property
+    def _items(self) -> WalletStore:
+        from tagih.store.wallet import default_wallet_items
+
+        return default_wallet_items()
+
+    def get(self, organization_id: str) -> Wallet | None:
+        return self._items.get(organization_id)
+
+    def find_transaction(self, organization_id: str, transaction_id: str) -> WalletTransaction | None:
+        return self._items.find_transaction(organization_id, transaction_id)
+
+    def list_transactions(self, organization_id: str) -> list[WalletTransaction]:
+        return self._items.list_transactions(organization_id)
+
+    def commit(self, change: WalletChange) -> None:
+        self._items.commit(change)
+
+
 def default_billing() -> Billing:
     settings = get_settings()
     return Billing(
@@ -72,4 +100,5 @@ def default_billing() -> Billing:
         retry_schedule=retry_schedule(settings),
         timers=default_timers(settings),
         usage=LazyUsageTotals(),
+        wallets=LazyWalletStore(),
     )

@@ -49,9 +49,9 @@ from tagih.ids import new_id
 from tagih.timers.port import NoTimers, Timers
 
 if TYPE_CHECKING:
-    from tagih.domain.payments import Payment, PaymentFailed, PaymentSettled, PaymentStore
+    from tagih.domain.payments import Payment, PaymentFailed, PaymentListener, PaymentSettled, PaymentStore
     from tagih.domain.wallet import WalletStore
-    from tagih.gateways.port import Customer, GatewayDirectory
+    from tagih.gateways.port import Customer, GatewayDirectory, PaymentGateway
 
 logger = Logger()
 
@@ -216,20 +216,22 @@ def subscribe(
     )
     billing.subscriptions.create(subscription, replacing=replacing, invoices=[draft])
     try:
-        payment = charge_invoice(billing, draft, method, FIRST_ATTEMPT, now)
-    except (PaymentDeclined, GatewayUnavailable):
-        billing.subscriptions.delete(subscription, invoices=[draft])
+        draft = pay_from_wallet_first(billing, draft, now)
+        payment = charge_invoice(billing, draft, method, FIRST_ATTEMPT, now) if draft.amount_due else None
+    except BillingError:
+        # Nothing is kept: what the wallet paid goes back to it, then the draft goes with the subscription.
+        billing.subscriptions.delete(subscription, invoices=[return_wallet_credit(billing, draft, now)])
         raise
     return _first_invoice_charged(billing, subscription, draft, payment, now)
 
 
 def _first_invoice_charged(
-    billing: Billing, subscription: Subscription, draft: Invoice, payment: Payment, now: datetime
+    billing: Billing, subscription: Subscription, draft: Invoice, payment: Payment | None, now: datetime
 ) -> Subscribed:
-    finalized = billing.invoices.finalize(draft, now)
+    finalized = billing.invoices.finalize(draft, now)  # paid at once when the wallet covered it
     events: list[tuple[EventType, dict[str, Any]]] = []
-    if payment.status == "succeeded":
-        paid = inv.mark_paid(finalized, payment.amount, now)
+    if payment is None or payment.status == "succeeded":
+        paid = inv.mark_paid(finalized, payment.amount if payment else 0, now)
         active = subs.activate_after_first_payment(subscription, now) or subscription
         billing.subscriptions.save(active, subscription.version, invoices=[(paid, finalized.version)])
         events += [
@@ -259,15 +261,37 @@ def _first_invoice_charged(
 
 
 # -- charging -----------------------------------------------------------------------------------------
-def _customer(billing: Billing, organization_id: str) -> tuple[Customer, Any]:
+def pay_from_wallet_first(billing: Billing, invoice: Invoice, now: datetime) -> Invoice:
+    """The wallet pays invoices before any card (API.md): what its balance covers is applied to the
+    stored ``invoice`` (``credits_applied``); the card is charged only what is left due."""
+    if billing.wallets is None:
+        return invoice
+    from tagih.domain.wallet import pay_from_wallet  # the charging paths only
+
+    return pay_from_wallet(billing, invoice, now)
+
+
+def return_wallet_credit(billing: Billing, invoice: Invoice, now: datetime) -> Invoice:
+    """Give back to the wallet what it paid on an invoice that is not kept (a declined first charge)."""
+    if billing.wallets is None or invoice.credits_applied == 0:
+        return invoice
+    from tagih.domain.wallet import return_invoice_credit
+
+    return return_invoice_credit(billing, invoice, now)
+
+
+def gateway_customer(
+    billing: Billing, gateway: PaymentGateway, organization_id: str, now: datetime
+) -> tuple[Customer, str | None]:
+    """Who a charge is for: the organization's default billing account, with its customer id at
+    ``gateway`` (created there on first use); with no account yet, the organization by name."""
     # the port's dataclasses load only on the charging path
     from tagih.gateways.port import Customer
 
     account = default_billing_account(billing.accounts, organization_id)
     if account is None:
-        # No billing account yet: the gateway gets the organization as the customer's name.
         return Customer(account_id="", organization_id=organization_id, name=organization_id, email=""), None
-    return account.as_customer(), account
+    return account.as_customer(), ensure_gateway_customer(billing.accounts, gateway, account, now)
 
 
 def charge_invoice(
@@ -279,8 +303,7 @@ def charge_invoice(
     from tagih.gateways.port import ChargeRequest
 
     gateway = billing.gateways.get(method.gateway)
-    customer, account = _customer(billing, invoice.organization_id)
-    customer_id = ensure_gateway_customer(billing.accounts, gateway, account, now) if account else None
+    customer, customer_id = gateway_customer(billing, gateway, invoice.organization_id, now)
     request = ChargeRequest(
         organization_id=invoice.organization_id,
         invoice_id=invoice.id,
@@ -342,34 +365,14 @@ class InvoicePaymentListener:
     def on_payment_settled(self, settled: PaymentSettled) -> None:
         if settled.purpose != "invoice":
             return
-        billing, org, at = self.billing, settled.organization_id, settled.settled_at
         try:
-            invoice = billing.invoices.get(org, settled.subject_id)
+            invoice = self.billing.invoices.get(settled.organization_id, settled.subject_id)
         except InvoiceNotFound:
             # The payment is recorded; failing the notification would only make the gateway retry
             # a payment that has nothing to pay. A person reconciles it.
             logger.error("settled payment of an unknown invoice", extra={"reference": settled.reference})
             return
-        if invoice.status == "paid":
-            return
-        paid = inv.mark_paid(invoice, settled.amount, at)
-        subscription = billing.subscriptions.current(org)
-        activated = (
-            _paid_up(billing, subscription, invoice, at)
-            if subscription is not None and subscription.id == invoice.subscription_id
-            else None
-        )
-        if subscription is not None and activated is not None:
-            billing.subscriptions.save(activated, subscription.version, invoices=[(paid, invoice.version)])
-            billing.publish(
-                org,
-                at,
-                ("billing.invoice.paid", invoice_data(paid)),
-                ("billing.subscription.updated", activated.public_data()),
-            )
-            return
-        billing.invoices.replace(paid, invoice.version)
-        billing.publish(org, at, ("billing.invoice.paid", invoice_data(paid)))
+        record_invoice_paid(self.billing, invoice, settled.amount, settled.settled_at)
 
     def on_payment_failed(self, failed: PaymentFailed) -> None:
         # An asynchronous payment that expired leaves the invoice open: the payer may pay it again
@@ -377,6 +380,53 @@ class InvoicePaymentListener:
         logger.info(
             "invoice payment failed", extra={"invoice_id": failed.subject_id, "reason": failed.reason}
         )
+
+
+@dataclass(frozen=True)
+class BillingPaymentListener:
+    """Every payment a gateway confirms, routed by what it pays for: invoices, or wallet top-ups."""
+
+    billing: Billing
+
+    def _routed(self, purpose: str) -> PaymentListener:
+        if purpose == "wallet_top_up":
+            from tagih.domain.wallet import WalletPaymentListener  # top-up notifications only
+
+            return WalletPaymentListener(self.billing)
+        return InvoicePaymentListener(self.billing)
+
+    def on_payment_settled(self, settled: PaymentSettled) -> None:
+        self._routed(settled.purpose).on_payment_settled(settled)
+
+    def on_payment_failed(self, failed: PaymentFailed) -> None:
+        self._routed(failed.purpose).on_payment_failed(failed)
+
+
+def record_invoice_paid(billing: Billing, invoice: Invoice, amount: int, at: datetime) -> None:
+    """Pay ``invoice`` with ``amount`` (all it has due; 0 when the wallet covered it) and, for a
+    first, trial-end, dunned or change invoice, move its subscription on, in one write. Idempotent:
+    a paid invoice is left as it is, so a redelivered notification changes nothing."""
+    org = invoice.organization_id
+    if invoice.status == "paid":
+        return
+    paid = inv.mark_paid(invoice, amount, at)
+    subscription = billing.subscriptions.current(org)
+    activated = (
+        _paid_up(billing, subscription, invoice, at)
+        if subscription is not None and subscription.id == invoice.subscription_id
+        else None
+    )
+    if subscription is not None and activated is not None:
+        billing.subscriptions.save(activated, subscription.version, invoices=[(paid, invoice.version)])
+        billing.publish(
+            org,
+            at,
+            ("billing.invoice.paid", invoice_data(paid)),
+            ("billing.subscription.updated", activated.public_data()),
+        )
+        return
+    billing.invoices.replace(paid, invoice.version)
+    billing.publish(org, at, ("billing.invoice.paid", invoice_data(paid)))
 
 
 def _paid_up(

@@ -5,8 +5,9 @@ organization's default. Uncollectible is payable on purpose, as ``invoices.mark_
 offered after dunning gave up is taken, not refused. Paid, void and draft invoices are refused with
 409 ``invoice_not_payable`` (the message says which).
 
-Outcomes, through the same code as every other charge (``billing.charge_invoice`` → one payment
-record per attempt, charged at most once):
+The wallet pays first (``billing.pay_from_wallet_first``): what its balance covers is applied to
+the invoice, and only what is left due is charged. Outcomes, through the same code as every other
+charge (``billing.charge_invoice`` → one payment record per attempt, charged at most once):
 
 - succeeded → the invoice is paid through ``billing.InvoicePaymentListener``, the very path a gateway
   notification takes: ``mark_paid`` + ``replace`` (conditioned on ``version``), ``billing.invoice.paid``,
@@ -43,7 +44,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from tagih.domain.billing import Billing, InvoicePaymentListener, charge_invoice
+from tagih.domain.billing import (
+    Billing,
+    InvoicePaymentListener,
+    charge_invoice,
+    pay_from_wallet_first,
+    record_invoice_paid,
+)
 from tagih.domain.errors import (
     Conflict,
     InvalidField,
@@ -133,6 +140,12 @@ def pay_invoice(
     plan = next_attempt(billing.payments, invoice, method)
     if plan.settled is not None:
         return _settle(billing, invoice, plan.settled)
+    covered = pay_from_wallet_first(billing, invoice, now)
+    if covered.amount_due == 0:  # the wallet paid it all
+        record_invoice_paid(billing, covered, 0, now)
+        return billing.invoices.get(invoice.organization_id, invoice.id)
+    if covered is not invoice:  # less is due now: an attempt open for the old amount is not reused
+        invoice, plan = covered, next_attempt(billing.payments, covered, method)
     payment = charge_invoice(billing, invoice, method, plan.attempt, now)  # PaymentDeclined: 402
     if payment.status == "succeeded":
         return _settle(billing, invoice, payment)

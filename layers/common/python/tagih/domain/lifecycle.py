@@ -11,8 +11,10 @@ Charging a period (trial end, renewal) is three steps, each safe to repeat:
 
 1. the subscription moved into the period and the period's DRAFT invoice are written in one save
    (the draft marks "charge in progress": it has no number yet);
-2. the draft is charged with ``collection.next_attempt`` (one payment record per attempt, so a
-   repeat never charges twice, and an attempt that already took the money is reused);
+2. the wallet pays what its balance covers (``credits_applied``, in one transaction with the
+   balance), then what is left due is charged with ``collection.next_attempt`` (one payment record
+   per attempt, so a repeat never charges twice, and an attempt that already took the money is
+   reused);
 3. the outcome is written: finalized (numbered) and paid + the subscription's status in one save;
    or finalized, open, with the first failure recorded (``next_retry_at``) + ``past_due``; or
    finalized, open with the payment's ``payment_url`` (pending: a notification pays it).
@@ -39,7 +41,7 @@ from typing import Any, Literal, NamedTuple
 
 from tagih.domain import invoices as inv
 from tagih.domain import subscriptions as subs
-from tagih.domain.billing import Billing, charge_invoice, invoice_data
+from tagih.domain.billing import Billing, charge_invoice, invoice_data, pay_from_wallet_first
 from tagih.domain.collection import next_attempt
 from tagih.domain.errors import InvoiceNotFound, PaymentDeclined, PaymentMethodNotFound, PlanNotFound
 from tagih.domain.invoices import BillingReason, Invoice
@@ -237,6 +239,18 @@ def _start_period(
     return moved, draft
 
 
+def _charge_draft(
+    billing: Billing, sub: Subscription, draft: Invoice, at: datetime
+) -> tuple[Invoice, ChargeOutcome, Payment | None]:
+    """Step 2 for a draft: the wallet first, then the card for what is left (nothing when the
+    wallet paid it all: finalizing marks it paid)."""
+    draft = pay_from_wallet_first(billing, draft, at)
+    if not draft.amount_due:
+        return draft, "paid", None
+    outcome, payment = _charge(billing, draft, _method_for(billing, sub), at)
+    return draft, outcome, payment
+
+
 def _charge_period(
     billing: Billing,
     sub: Subscription,
@@ -250,7 +264,7 @@ def _charge_period(
     """Steps 2 and 3 (module docstring) for the stored ``sub`` and its period's ``draft``."""
     org = sub.organization_id
     if draft.status == "draft":
-        outcome, payment = _charge(billing, draft, _method_for(billing, sub), at)
+        draft, outcome, payment = _charge_draft(billing, sub, draft, at)
         finalized = billing.invoices.finalize(draft, at)
     else:  # finalized by a firing that stopped before writing the outcome
         outcome, payment = _resumed_charge(billing, draft, sub, at)

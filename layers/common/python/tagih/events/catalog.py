@@ -8,8 +8,8 @@ Where ``data`` is a domain model's public view (subscriptions: ``Subscription.pu
 invoices: ``invoice_data``), its schema is generated from that model minus the model's internal
 fields, so the catalog follows the model. Where ``data`` is a plain dict, a model here says what
 it holds. Every ``data`` schema forbids other properties: a field leaking into an event fails the
-test before it reaches a tenant. Usage and wallet events are provisional: the features that emit
-them are being built, and their schemas follow API.md until then.
+test before it reaches a tenant. Usage events are provisional: the feature that emits them is being
+built, and their schema follows API.md until then.
 
 Imported by tools and tests only; no handler loads it.
 """
@@ -76,29 +76,37 @@ class UsageThresholdData(BaseModel):
 
 
 class WalletTransactionData(BaseModel):
-    """Provisional: the wallet is being built (API.md "Wallet")."""
+    """A wallet transaction (``domain.wallet.WalletTransaction.event_data``): API.md's fields, plus
+    its currency, the method charged and whether auto-recharge started it."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str
     type: Literal["top_up", "invoice_payment", "refund", "adjustment"]
     status: Literal["pending", "succeeded", "failed"]
-    amount: int
-    balance_after: int | None
+    amount: int = Field(description="Signed, in the currency's unit: credits positive, debits negative.")
+    currency: Literal["IDR", "USD", "EUR", "GBP", "AUD", "ZAR"]
+    balance_after: int | None = Field(description="The wallet's balance once this landed.")
     invoice_id: str | None
+    payment_method_id: str | None
     payment_url: str | None
-    gateway_order_id: str | None
+    gateway_order_id: str | None = Field(description="Midtrans: the order id the payment was made under.")
+    auto_recharge: bool = Field(description="Started by auto-recharge rather than by a top-up request.")
     created_at: str
 
 
 class WalletLowBalanceData(BaseModel):
-    """Provisional: the wallet is being built (API.md "Wallet")."""
+    """Published once per crossing: by the debit that took the balance under the threshold."""
 
     model_config = ConfigDict(extra="forbid")
 
-    balance: int
-    currency: str
+    balance: int = Field(description="The balance the debit left.")
+    currency: Literal["IDR", "USD", "EUR", "GBP", "AUD", "ZAR"]
     threshold: int = Field(description="The auto-recharge threshold the balance fell below.")
+    recharge_transaction_id: str | None = Field(
+        description="The recharge this started (a pending `top_up`); `null` when none could start: one "
+        "is in flight already, or this month's limit is reached."
+    )
 
 
 class WebhookTestData(BaseModel):
@@ -393,20 +401,26 @@ def catalog() -> list[CatalogEntry]:
                 "type": "top_up",
                 "status": "succeeded",
                 "amount": 500000,
+                "currency": "IDR",
                 "balance_after": 750000,
                 "invoice_id": None,
+                "payment_method_id": "pm_9yQ2rT6vXbL0aYcK3kTM",
                 "payment_url": None,
-                "gateway_order_id": "txn_2Bc4De6Fg8Hi0Jk2Lm4N-1",
+                "gateway_order_id": "txn_2Bc4De6Fg8Hi0Jk2Lm4N-a1",
+                "auto_recharge": False,
                 "created_at": "2026-02-10T09:15:00Z",
             },
-            provisional=True,
         ),
         CatalogEntry(
             "billing.wallet.low_balance",
-            "The wallet balance fell below the auto-recharge threshold.",
+            "A debit took the wallet balance under the auto-recharge threshold (auto-recharge enabled).",
             _model_schema(WalletLowBalanceData),
-            {"balance": 40000, "currency": "IDR", "threshold": 50000},
-            provisional=True,
+            {
+                "balance": 40000,
+                "currency": "IDR",
+                "threshold": 50000,
+                "recharge_transaction_id": "txn_7Qw3Er5Ty7Ui9Op1As3D",
+            },
         ),
         CatalogEntry(
             TEST_EVENT_TYPE,

@@ -1,0 +1,120 @@
+"""The wallet pays invoices before any card, through the real handlers on moto and the Midtrans fake:
+
+- a first invoice is paid partly by the wallet and the rest by card; when that card is declined,
+  nothing is kept and the wallet gets its money back (a ``refund`` entry);
+- a dunned renewal is paid entirely from the wallet by ``POST /billing/invoices/{id}/pay``, and
+  the subscription recovers without any card charge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from local.midtrans_fake import MidtransFake
+from tagih.clock import to_rfc3339
+from tests.fakes.billing_setup import (
+    CARD_TOKEN,
+    DECLINING,
+    add_method,
+    invoice_charges,
+    mark_trialled,
+    set_card_token,
+)
+from tests.fakes.gateway_env import configure_gateways
+from tests.fakes.lambda_runtime import Answer, call_api
+from tests.fakes.midtrans_server import running_midtrans_fake
+
+ORG = "org_wallet_pays"
+PRO_WITH_PPN = 331_890
+STARTED = datetime(2027, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def midtrans(catalog: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MidtransFake]:
+    with running_midtrans_fake() as fake:
+        configure_gateways(monkeypatch, midtrans=fake, timeout_seconds=2.0)
+        yield fake
+
+
+def call(method: str, path: str, body: Any = None) -> Answer:
+    return call_api(method, path, body=body, org=ORG)
+
+
+def top_up(amount: int, method: str) -> None:
+    answer = call("POST", "/billing/wallet/top-up", {"amount": amount, "payment_method_id": method})
+    assert answer.status == 201, answer.raw
+    assert answer.body["status"] == "succeeded"
+
+
+def ledger() -> list[tuple[str, int, int]]:
+    items = call("GET", "/billing/wallet/transactions").body["items"]
+    return [(t["type"], t["amount"], t["balance_after"]) for t in reversed(items)]  # oldest first
+
+
+def test_a_first_invoice_is_paid_by_the_wallet_first_and_a_declined_rest_gives_it_back(
+    midtrans: MidtransFake,
+) -> None:
+    mark_trialled(ORG)
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
+    top_up(100_000, card)
+    set_card_token(ORG, card, DECLINING)
+
+    declined = call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": card})
+
+    assert declined.status == 402, declined.raw
+    assert call("GET", "/billing/wallet").body["balance"] == 100_000
+    assert ledger() == [
+        ("top_up", 100_000, 100_000),
+        ("invoice_payment", -100_000, 0),
+        ("refund", 100_000, 100_000),
+    ]
+    assert call("GET", "/billing/invoices").body["items"] == []
+
+    set_card_token(ORG, card, CARD_TOKEN)
+    subscribed = call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": card})
+
+    assert subscribed.status == 201, subscribed.raw
+    [invoice] = call("GET", "/billing/invoices").body["items"]
+    assert (invoice["status"], invoice["credits_applied"], invoice["amount_paid"]) == (
+        "paid",
+        100_000,
+        PRO_WITH_PPN - 100_000,
+    )
+    assert invoice_charges(midtrans)[-1]["gross_amount"] == PRO_WITH_PPN - 100_000
+    assert call("GET", "/billing/wallet").body["balance"] == 0
+
+
+def test_a_dunned_renewal_paid_now_from_the_wallet_recovers_the_subscription(midtrans: MidtransFake) -> None:
+    assert call("POST", "/billing/test-clock", {"frozen_time": to_rfc3339(STARTED)}).status == 201
+    mark_trialled(ORG)
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
+    assert call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": card}).status == 201
+    set_card_token(ORG, card, DECLINING)
+    advanced = call(
+        "POST", "/billing/test-clock/advance", {"to": to_rfc3339(datetime(2027, 4, 1, 1, tzinfo=UTC))}
+    )
+    assert advanced.status == 200, advanced.raw
+    renewal = call("GET", "/billing/invoices").body["items"][0]
+    assert (renewal["status"], call("GET", "/billing/subscription").body["status"]) == ("open", "past_due")
+    other = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN, "is_default": False})
+    top_up(400_000, other)
+    charges_before = len(invoice_charges(midtrans))
+
+    paid = call("POST", f"/billing/invoices/{renewal['id']}/pay", {})
+
+    assert paid.status == 200, paid.raw
+    assert (paid.body["status"], paid.body["credits_applied"], paid.body["amount_paid"]) == (
+        "paid",
+        PRO_WITH_PPN,
+        0,
+    )
+    assert len(invoice_charges(midtrans)) == charges_before  # no card was charged
+    assert call("GET", "/billing/wallet").body["balance"] == 400_000 - PRO_WITH_PPN
+    assert call("GET", "/billing/subscription").body["status"] == "active"
+    replay = call("POST", f"/billing/invoices/{renewal['id']}/pay", {})
+    assert (replay.status, replay.error_code) == (409, "invoice_not_payable")
+    assert call("GET", "/billing/wallet").body["balance"] == 400_000 - PRO_WITH_PPN
