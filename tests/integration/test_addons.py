@@ -12,16 +12,14 @@ at the local Midtrans fake, on a test clock so every proration is exact to the r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
-import pytest
 
 from local.midtrans_fake import MidtransFake
 from tagih.clock import to_rfc3339
-from tests.conftest import BUS_NAME, TABLE_NAME
+from tests.conftest import TABLE_NAME
 from tests.fakes.billing_setup import (
     CARD_TOKEN,
     DECLINING,
@@ -31,9 +29,8 @@ from tests.fakes.billing_setup import (
     mark_trialled,
     set_card_token,
 )
-from tests.fakes.gateway_env import configure_gateways, event_queue
 from tests.fakes.lambda_runtime import Answer, call_api
-from tests.fakes.midtrans_server import NotificationInbox, running_midtrans_fake
+from tests.fakes.midtrans_server import NotificationInbox
 
 ORG = "org_addons"
 SUBS = "/billing/subscriptions"
@@ -41,18 +38,6 @@ ADVANCE = "/billing/test-clock/advance"
 STARTED = datetime(2027, 3, 1, tzinfo=UTC)  # a 31-day first period: [03-01, 04-01)
 RENEWED = datetime(2027, 4, 1, tzinfo=UTC)  # a 30-day second period: [04-01, 05-01)
 SECOND_RENEWAL = datetime(2027, 5, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def midtrans(catalog: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MidtransFake]:
-    with running_midtrans_fake() as fake:
-        configure_gateways(monkeypatch, midtrans=fake, timeout_seconds=2.0)
-        yield fake
-
-
-@pytest.fixture
-def events(midtrans: MidtransFake) -> str:
-    return event_queue(BUS_NAME)
 
 
 def call(method: str, path: str, body: Any = None, *, org: str = ORG, role: str = "owner") -> Answer:

@@ -8,28 +8,18 @@ its type's schema, which forbids fields the catalog does not document."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the lock
-import pytest
 
 from local.midtrans_fake import MidtransFake
 from tagih.events.catalog import catalog
 from tests.conftest import BUS_NAME, TABLE_NAME
-from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
+from tests.fakes.gateway_env import event_queue, received_events
 from tests.fakes.lambda_runtime import Answer, call_api
-from tests.fakes.midtrans_server import running_midtrans_fake
 
 SCHEMAS = {entry.type: entry.schema() for entry in catalog()}
-
-
-@pytest.fixture
-def midtrans(catalog: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MidtransFake]:
-    with running_midtrans_fake() as fake:
-        configure_gateways(monkeypatch, midtrans=fake, timeout_seconds=2.0)
-        yield fake
 
 
 def ok(answer: Answer) -> dict[str, Any]:

@@ -10,7 +10,7 @@ token containing ``decline``, which the fake refuses."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -24,7 +24,6 @@ from tagih.domain.billing import Billing, SubscriptionStore
 from tagih.domain.errors import GatewayUnavailable
 from tagih.domain.invoices import Invoice
 from tagih.domain.subscriptions import Subscription
-from tests.conftest import BUS_NAME
 from tests.fakes.billing_setup import (
     CARD_TOKEN,
     DECLINING,
@@ -34,27 +33,13 @@ from tests.fakes.billing_setup import (
     mark_trialled,
     set_card_token,
 )
-from tests.fakes.gateway_env import configure_gateways, event_queue
 from tests.fakes.lambda_runtime import Answer, call_api, call_route
-from tests.fakes.midtrans_server import running_midtrans_fake
 
 ORG = "org_lifecycle"
 PRO_WITH_PPN = 331_890  # 299,000 + 11 % PPN
 TRIAL = timedelta(hours=1)
 T0 = datetime.now(UTC).replace(microsecond=0)
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def midtrans(catalog: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MidtransFake]:
-    with running_midtrans_fake() as fake:
-        configure_gateways(monkeypatch, midtrans=fake, timeout_seconds=2.0)
-        yield fake
-
-
-@pytest.fixture
-def events(midtrans: MidtransFake) -> str:
-    return event_queue(BUS_NAME)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from tagih import clock
 from tagih.clock import parse_rfc3339
 from tests.conftest import BUS_NAME, TABLE_NAME
 from tests.fakes.billing_setup import CARD_TOKEN, add_method, mark_trialled
-from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
+from tests.fakes.gateway_env import event_queue, received_events
 from tests.fakes.lambda_runtime import (
     Answer,
     FakeLambdaContext,
@@ -25,7 +25,6 @@ from tests.fakes.lambda_runtime import (
     http_event,
     load_function,
 )
-from tests.fakes.midtrans_server import running_midtrans_fake
 
 TARGET = "org_customer"
 OPERATORS_ORG = "org_ops"
@@ -64,13 +63,6 @@ def frozen() -> Iterator[PinnedClock]:
     clock.use_wall_clock(pinned)
     yield pinned
     clock.use_wall_clock(None)
-
-
-@pytest.fixture
-def midtrans(catalog: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MidtransFake]:
-    with running_midtrans_fake() as fake:
-        configure_gateways(monkeypatch, midtrans=fake, timeout_seconds=2.0)
-        yield fake
 
 
 def operate(

@@ -20,7 +20,7 @@ import pytest
 from local.midtrans_fake import MidtransFake
 from tagih import clock
 from tagih.clock import parse_rfc3339
-from tests.conftest import BUS_NAME, TABLE_NAME
+from tests.conftest import TABLE_NAME
 from tests.fakes.aws_calls import after_succeeded_charge_is_recorded
 from tests.fakes.billing_setup import (
     CARD_TOKEN,
@@ -30,9 +30,9 @@ from tests.fakes.billing_setup import (
     mark_trialled,
     set_card_token,
 )
-from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
+from tests.fakes.gateway_env import received_events
 from tests.fakes.lambda_runtime import Answer, PinnedClock, call_api
-from tests.fakes.midtrans_server import NotificationInbox, running_midtrans_fake
+from tests.fakes.midtrans_server import NotificationInbox
 
 ORG = "org_changes"
 SUBS = "/billing/subscriptions"
@@ -49,18 +49,6 @@ def frozen() -> Iterator[PinnedClock]:
     clock.use_wall_clock(pinned)
     yield pinned
     clock.use_wall_clock(None)
-
-
-@pytest.fixture
-def midtrans(catalog: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MidtransFake]:
-    with running_midtrans_fake() as fake:
-        configure_gateways(monkeypatch, midtrans=fake, timeout_seconds=2.0)
-        yield fake
-
-
-@pytest.fixture
-def events(midtrans: MidtransFake) -> str:
-    return event_queue(BUS_NAME)
 
 
 def call(method: str, path: str, body: Any = None, **kwargs: Any) -> Answer:

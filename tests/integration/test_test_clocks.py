@@ -5,7 +5,6 @@ renewal at their own moments, and prod refuses it all."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,9 +16,7 @@ from tagih.clock import parse_rfc3339, to_rfc3339
 from tagih.store.table import reset_clients
 from tests.conftest import TABLE_NAME
 from tests.fakes.billing_setup import CARD_TOKEN, add_method
-from tests.fakes.gateway_env import configure_gateways
 from tests.fakes.lambda_runtime import Answer, call_api
-from tests.fakes.midtrans_server import running_midtrans_fake
 
 ORG = "org_clock"
 OTHER = "org_wall_time"
@@ -29,13 +26,6 @@ SUBS = "/billing/subscriptions"
 FROZEN = datetime(2027, 1, 1, tzinfo=UTC)
 TRIAL_ENDS = FROZEN + timedelta(days=14)
 FIRST_PERIOD_ENDS = datetime(2027, 2, 15, tzinfo=UTC)
-
-
-@pytest.fixture
-def midtrans(catalog: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MidtransFake]:
-    with running_midtrans_fake() as fake:
-        configure_gateways(monkeypatch, midtrans=fake, timeout_seconds=2.0)
-        yield fake
 
 
 def call(method: str, path: str, body: Any = None, org: str = ORG, role: str = "owner") -> Answer:

@@ -8,11 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-
-import pytest
 
 from local.midtrans_fake import MidtransFake
 from tagih.clock import to_rfc3339
@@ -24,20 +21,11 @@ from tests.fakes.billing_setup import (
     mark_trialled,
     set_card_token,
 )
-from tests.fakes.gateway_env import configure_gateways
 from tests.fakes.lambda_runtime import Answer, call_api
-from tests.fakes.midtrans_server import running_midtrans_fake
 
 ORG = "org_wallet_pays"
 PRO_WITH_PPN = 331_890
 STARTED = datetime(2027, 3, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def midtrans(catalog: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MidtransFake]:
-    with running_midtrans_fake() as fake:
-        configure_gateways(monkeypatch, midtrans=fake, timeout_seconds=2.0)
-        yield fake
 
 
 def call(method: str, path: str, body: Any = None) -> Answer:

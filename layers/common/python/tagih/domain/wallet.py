@@ -71,6 +71,7 @@ TransactionType = Literal["top_up", "invoice_payment", "refund", "adjustment"]
 TransactionStatus = Literal["pending", "succeeded", "failed"]
 
 DEFAULT_CURRENCY: Currency = "IDR"
+ENTRY_TICK = timedelta(microseconds=1)
 MIDTRANS_CURRENCY = "IDR"
 # Top-up bounds in the currency's unit: IDR rupiah, others cents.
 IDR_TOP_UP = (10_000, 100_000_000)
@@ -335,11 +336,19 @@ class Debit:
     recharge: WalletTransaction | None  # the recharge this debit claimed (pending)
 
 
+def next_entry_moment(wallet: Wallet, now: datetime) -> datetime:
+    """When an entry changing ``wallet`` is stamped: ``now``, but after the wallet's last change,
+    so that entries written by one request at one ``now`` (a debit, its recharge, a refund) list
+    in the order they happened."""
+    return max(now, wallet.updated_at + ENTRY_TICK)
+
+
 def decide_debit(wallet: Wallet, invoice: Invoice, now: datetime) -> Debit | None:
     """What paying ``invoice`` from ``wallet`` writes; None when the wallet has nothing to give."""
     amount = debit_amount(wallet.balance, invoice.amount_due)
     if amount == 0:
         return None
+    requested, now = now, next_entry_moment(wallet, now)
     after = wallet.balance - amount
     crossed = crosses_threshold(wallet.balance, after, wallet.auto_recharge)
     update: dict[str, Any] = {"balance": after}
@@ -359,10 +368,10 @@ def decide_debit(wallet: Wallet, invoice: Invoice, now: datetime) -> Debit | Non
                 charge_reference(recharge_id, FIRST_ATTEMPT) if settings.gateway == "midtrans" else None
             ),
             auto_recharge=True,
-            created_at=now,
-            updated_at=now,
+            created_at=now + ENTRY_TICK,  # listed after the debit that started it
+            updated_at=now + ENTRY_TICK,
         )
-        update |= {"recharge_in_flight": recharge.id, "recharge_claimed_at": now}
+        update |= {"recharge_in_flight": recharge.id, "recharge_claimed_at": requested}
     entry = WalletTransaction(
         id=new_id("txn"),
         organization_id=wallet.organization_id,
@@ -722,7 +731,8 @@ def return_invoice_credit(billing: Billing, invoice: Invoice, now: datetime) -> 
         wallet = store.get(org)
         if wallet is None:
             raise ValueError(f"invoice {invoice.id} has credits applied but the organization has no wallet")
-        refunded = _changed(wallet, now, balance=wallet.balance + amount)
+        at = next_entry_moment(wallet, now)
+        refunded = _changed(wallet, at, balance=wallet.balance + amount)
         entry = WalletTransaction(
             id=new_id("txn"),
             organization_id=org,
@@ -732,8 +742,8 @@ def return_invoice_credit(billing: Billing, invoice: Invoice, now: datetime) -> 
             currency=wallet.currency,
             balance_after=refunded.balance,
             invoice_id=invoice.id,
-            created_at=now,
-            updated_at=now,
+            created_at=at,
+            updated_at=at,
         )
         returned = invoice.model_copy(
             update={"credits_applied": 0, "version": invoice.version + 1, "updated_at": now}
