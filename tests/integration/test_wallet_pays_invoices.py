@@ -3,7 +3,8 @@
 - a first invoice is paid partly by the wallet and the rest by card; when that card is declined,
   nothing is kept and the wallet gets its money back (a ``refund`` entry);
 - a dunned renewal is paid entirely from the wallet by ``POST /billing/invoices/{id}/pay``, and
-  the subscription recovers without any card charge.
+  the subscription recovers without any card charge;
+- a dunning retry takes what was topped up since and charges the card only the rest.
 """
 
 from __future__ import annotations
@@ -106,3 +107,36 @@ def test_a_dunned_renewal_paid_now_from_the_wallet_recovers_the_subscription(mid
     replay = call("POST", f"/billing/invoices/{renewal['id']}/pay", {})
     assert (replay.status, replay.error_code) == (409, "invoice_not_payable")
     assert call("GET", "/billing/wallet").body["balance"] == 400_000 - PRO_WITH_PPN
+
+
+def test_a_dunning_retry_takes_what_was_topped_up_since_before_the_card(midtrans: MidtransFake) -> None:
+    assert call("POST", "/billing/test-clock", {"frozen_time": to_rfc3339(STARTED)}).status == 201
+    mark_trialled(ORG)
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
+    assert call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": card}).status == 201
+    set_card_token(ORG, card, DECLINING)
+    renewed = call(
+        "POST", "/billing/test-clock/advance", {"to": to_rfc3339(datetime(2027, 4, 1, 1, tzinfo=UTC))}
+    )
+    assert renewed.status == 200, renewed.raw
+    renewal = call("GET", "/billing/invoices").body["items"][0]
+    other = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN, "is_default": False})
+    top_up(200_000, other)
+    set_card_token(ORG, card, CARD_TOKEN)  # the customer's card works again
+    charges_before = len(invoice_charges(midtrans))
+
+    retried = call(
+        "POST", "/billing/test-clock/advance", {"to": to_rfc3339(datetime(2027, 4, 2, 1, tzinfo=UTC))}
+    )
+
+    assert [p["action"] for p in retried.body["processed"]] == ["retry_payment"]
+    paid = call("GET", f"/billing/invoices/{renewal['id']}").body
+    assert (paid["status"], paid["credits_applied"], paid["amount_paid"]) == (
+        "paid",
+        200_000,
+        PRO_WITH_PPN - 200_000,
+    )
+    assert call("GET", "/billing/subscription").body["status"] == "active"
+    # The subscription's card was charged only the rest, once; the wallet is empty.
+    assert [c["gross_amount"] for c in invoice_charges(midtrans)[charges_before:]] == [PRO_WITH_PPN - 200_000]
+    assert call("GET", "/billing/wallet").body["balance"] == 0

@@ -512,14 +512,19 @@ def retry_payment_action(
     if isinstance(target, ActionResult):
         return target
     invoice, sub, planned = target
+    invoice = pay_from_wallet_first(billing, invoice, at)  # topped up since the last try: it pays first
     events: list[Event] = []
     current = invoice
     if current.status == "open" and at >= current.due_date:
         current = inv.mark_overdue(current, at)
         events.append(("billing.invoice.overdue", invoice_data(current)))
-    outcome, payment = _retry_charge(billing, current, sub, planned, at)
-    if outcome == "paid" and payment is not None:
-        paid = inv.mark_paid(current, payment.amount, at)
+    outcome: ChargeOutcome
+    if current.amount_due:
+        outcome, payment = _retry_charge(billing, current, sub, planned, at)
+    else:
+        outcome, payment = "paid", None
+    if outcome == "paid":
+        paid = inv.mark_paid(current, payment.amount if payment else 0, at)
         recovered = subs.payment_recovered(sub, at)
         if recovered is None:  # not past_due: checked in _retry_target
             raise AssertionError("a past-due subscription recovers")
