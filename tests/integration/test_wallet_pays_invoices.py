@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from local.midtrans_fake import MidtransFake
@@ -27,6 +27,7 @@ from tests.fakes.lambda_runtime import Answer, call_api
 ORG = "org_wallet_pays"
 PRO_WITH_PPN = 331_890
 STARTED = datetime(2027, 3, 1, tzinfo=UTC)
+RENEWED = datetime(2027, 4, 1, tzinfo=UTC)
 
 
 def call(method: str, path: str, body: Any = None) -> Answer:
@@ -42,6 +43,18 @@ def top_up(amount: int, method: str) -> None:
 def ledger() -> list[tuple[str, int, int]]:
     items = call("GET", "/billing/wallet/transactions").body["items"]
     return [(t["type"], t["amount"], t["balance_after"]) for t in reversed(items)]  # oldest first
+
+
+def a_declined_renewal() -> tuple[str, dict[str, Any]]:
+    """Pro on a test clock from ``STARTED``, its card declining since: (the card, the open renewal)."""
+    assert call("POST", "/billing/test-clock", {"frozen_time": to_rfc3339(STARTED)}).status == 201
+    mark_trialled(ORG)
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
+    assert call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": card}).status == 201
+    set_card_token(ORG, card, DECLINING)
+    renewed = call("POST", "/billing/test-clock/advance", {"to": to_rfc3339(RENEWED + timedelta(hours=1))})
+    assert renewed.status == 200, renewed.raw
+    return card, call("GET", "/billing/invoices").body["items"][0]
 
 
 def test_a_first_invoice_is_paid_by_the_wallet_first_and_a_declined_rest_gives_it_back(
@@ -78,16 +91,7 @@ def test_a_first_invoice_is_paid_by_the_wallet_first_and_a_declined_rest_gives_i
 
 
 def test_a_dunned_renewal_paid_now_from_the_wallet_recovers_the_subscription(midtrans: MidtransFake) -> None:
-    assert call("POST", "/billing/test-clock", {"frozen_time": to_rfc3339(STARTED)}).status == 201
-    mark_trialled(ORG)
-    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
-    assert call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": card}).status == 201
-    set_card_token(ORG, card, DECLINING)
-    advanced = call(
-        "POST", "/billing/test-clock/advance", {"to": to_rfc3339(datetime(2027, 4, 1, 1, tzinfo=UTC))}
-    )
-    assert advanced.status == 200, advanced.raw
-    renewal = call("GET", "/billing/invoices").body["items"][0]
+    _, renewal = a_declined_renewal()
     assert (renewal["status"], call("GET", "/billing/subscription").body["status"]) == ("open", "past_due")
     other = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN, "is_default": False})
     top_up(400_000, other)
@@ -110,23 +114,14 @@ def test_a_dunned_renewal_paid_now_from_the_wallet_recovers_the_subscription(mid
 
 
 def test_a_dunning_retry_takes_what_was_topped_up_since_before_the_card(midtrans: MidtransFake) -> None:
-    assert call("POST", "/billing/test-clock", {"frozen_time": to_rfc3339(STARTED)}).status == 201
-    mark_trialled(ORG)
-    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
-    assert call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": card}).status == 201
-    set_card_token(ORG, card, DECLINING)
-    renewed = call(
-        "POST", "/billing/test-clock/advance", {"to": to_rfc3339(datetime(2027, 4, 1, 1, tzinfo=UTC))}
-    )
-    assert renewed.status == 200, renewed.raw
-    renewal = call("GET", "/billing/invoices").body["items"][0]
+    card, renewal = a_declined_renewal()
     other = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN, "is_default": False})
     top_up(200_000, other)
     set_card_token(ORG, card, CARD_TOKEN)  # the customer's card works again
     charges_before = len(invoice_charges(midtrans))
 
     retried = call(
-        "POST", "/billing/test-clock/advance", {"to": to_rfc3339(datetime(2027, 4, 2, 1, tzinfo=UTC))}
+        "POST", "/billing/test-clock/advance", {"to": to_rfc3339(RENEWED + timedelta(days=1, hours=1))}
     )
 
     assert [p["action"] for p in retried.body["processed"]] == ["retry_payment"]

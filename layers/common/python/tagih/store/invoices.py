@@ -41,7 +41,7 @@ from tagih.domain.errors import InvoiceNotFound, VersionConflict
 from tagih.domain.invoices import Invoice, InvoiceStatus
 from tagih.store.items import from_item, to_item
 from tagih.store.organizations import org_pk
-from tagih.store.table import ABSENT, table
+from tagih.store.table import ABSENT, AT_VERSION, VERSION_NAME, put_at_version, table
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -50,8 +50,6 @@ INVOICE_PREFIX = "INVOICE#"
 INDEX = "GSI1"
 INDEX_SK = "INVOICE"
 COUNTER_SK = "SEQ"
-AT_VERSION = "#version = :seen"
-VERSION_NAME = {"#version": "version"}
 # Each lost race means another finalization got a number, so progress is guaranteed; the bound only
 # stops a pathological pile-up from holding a request for long.
 MAX_NUMBER_TRIES = 20
@@ -226,15 +224,7 @@ class InvoiceItems:
         }
 
     def _invoice_write(self, invoice: Invoice, seen_version: int) -> dict[str, Any]:
-        return {
-            "Put": {
-                "TableName": self._name,
-                "Item": invoice_item(invoice),
-                "ConditionExpression": AT_VERSION,
-                "ExpressionAttributeNames": VERSION_NAME,
-                "ExpressionAttributeValues": {":seen": seen_version},
-            }
-        }
+        return put_at_version(self._name, invoice_item(invoice), seen_version)
 
 
 def default_invoice_items() -> InvoiceItems:

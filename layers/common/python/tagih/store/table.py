@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 # The condition of a put that creates an item and never overwrites one.
 ABSENT = "attribute_not_exists(PK)"
+# The condition of a write that replaces the version it read, and nothing newer.
+AT_VERSION = "#version = :seen"
+VERSION_NAME = {"#version": "version"}
 
 
 @cache
@@ -32,3 +35,16 @@ def reset_clients() -> None:
     dynamodb_client.cache_clear()
     table.cache_clear()
     get_settings.cache_clear()
+
+
+def put_at_version(table_name: str, item: dict[str, Any], seen_version: int) -> dict[str, Any]:
+    """A transaction's Put of ``item``, only while the stored item is still at ``seen_version``."""
+    return {
+        "Put": {
+            "TableName": table_name,
+            "Item": item,
+            "ConditionExpression": AT_VERSION,
+            "ExpressionAttributeNames": VERSION_NAME,
+            "ExpressionAttributeValues": {":seen": seen_version},
+        }
+    }

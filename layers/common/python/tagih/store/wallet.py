@@ -27,7 +27,7 @@ from tagih.domain.wallet import StaleWallet, Wallet, WalletChange, WalletTransac
 from tagih.store.invoices import invoice_item, replace_condition
 from tagih.store.items import from_item, to_item
 from tagih.store.organizations import org_pk
-from tagih.store.table import ABSENT, table
+from tagih.store.table import ABSENT, put_at_version, table
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 WALLET_SK = "WALLET"
 ENTRY_PREFIX = "WALLET#"
 POINTER_PREFIX = "WALLETTXN#"
-AT_VERSION = "#version = :seen"
-VERSION_NAME = {"#version": "version"}
 AT_STATUS = "#status = :seen"
 STATUS_NAME = {"#status": "status"}
 INVOICE_MOVED = "The invoice changed since it was read; read it again and retry."
@@ -198,15 +196,7 @@ class WalletItems:
             return {
                 "Put": {"TableName": self._name, "Item": wallet_item(wallet), "ConditionExpression": ABSENT}
             }
-        return {
-            "Put": {
-                "TableName": self._name,
-                "Item": wallet_item(wallet),
-                "ConditionExpression": AT_VERSION,
-                "ExpressionAttributeNames": VERSION_NAME,
-                "ExpressionAttributeValues": {":seen": expected_version},
-            }
-        }
+        return put_at_version(self._name, wallet_item(wallet), expected_version)
 
 
 def default_wallet_items() -> WalletItems:
