@@ -9,7 +9,6 @@ carries the payer's virtual account number.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -158,8 +157,7 @@ def _billing() -> Billing:
     # Charging (payments, gateways, events) is for writes alone: the reads never load it.
     from tagih.wiring import default_billing
 
-    billing = default_billing()
-    return billing if billing.wallets is not None else replace(billing, wallets=default_wallet_items())
+    return default_billing()
 
 
 # -- routes --------------------------------------------------------------------------------------------
