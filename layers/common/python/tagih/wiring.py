@@ -4,9 +4,9 @@ lengths from settings."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from functools import cached_property
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 from tagih import clock
 from tagih.clock import parse_duration
@@ -15,16 +15,17 @@ from tagih.domain.billing import Billing
 from tagih.domain.subscriptions import DEFAULT_GRACE_PERIOD
 from tagih.events.publisher import default_publisher
 from tagih.gateways.registry import default_gateways
-from tagih.store.accounts import default_account_items
 from tagih.store.catalog import CatalogItems
 from tagih.store.invoices import default_invoice_items
-from tagih.store.payment_methods import default_payment_method_items
 from tagih.store.payments import default_payment_items
 from tagih.store.subscriptions import default_subscription_items
 from tagih.timers.port import NoTimers, Timers
 
 if TYPE_CHECKING:
-    from tagih.domain.wallet import Wallet, WalletChange, WalletStore, WalletTransaction
+    from tagih.domain.accounts import AccountStore
+    from tagih.domain.billing import UsageTotals
+    from tagih.domain.payment_methods import PaymentMethodStore
+    from tagih.domain.wallet import WalletStore
 
 
 def retry_schedule(settings: Settings) -> tuple[timedelta, ...]:
@@ -49,37 +50,43 @@ def default_timers(settings: Settings) -> Timers:
     return step_functions_timers(TimerMachines(*arns))
 
 
-class LazyUsageTotals:
-    """``billing.UsageTotals`` over the usage items, loaded on a renewal's first read: a request
-    path never needs them, and the usage store is not part of its cold start."""
+class Deferred:
+    """A port built on its first use: its store module, and the domain models that module loads,
+    stay out of the cold start of a request that never needs it (a GET of the subscription reads
+    no payment method, account, usage or wallet)."""
 
-    def counted_between(self, organization_id: str, start: datetime, end: datetime) -> dict[str, int]:
-        from tagih.store.usage import default_usage_items
+    def __init__(self, build: Callable[[], object]) -> None:
+        self._build = build
+        self._built: object | None = None
 
-        return default_usage_items().counted_between(organization_id, start, end)
+    def __getattr__(self, name: str) -> Any:
+        if self._built is None:
+            self._built = self._build()
+        return getattr(self._built, name)
 
 
-class LazyWalletStore:
-    """``wallet.WalletStore`` over the wallet items, loaded when an invoice is charged or a wallet
-    read: the wallet's models are not part of every billing function's cold start."""
+def _payment_method_items() -> object:
+    from tagih.store.payment_methods import default_payment_method_items
 
-    @cached_property
-    def _items(self) -> WalletStore:
-        from tagih.store.wallet import default_wallet_items
+    return default_payment_method_items()
 
-        return default_wallet_items()
 
-    def get(self, organization_id: str) -> Wallet | None:
-        return self._items.get(organization_id)
+def _account_items() -> object:
+    from tagih.store.accounts import default_account_items
 
-    def find_transaction(self, organization_id: str, transaction_id: str) -> WalletTransaction | None:
-        return self._items.find_transaction(organization_id, transaction_id)
+    return default_account_items()
 
-    def list_transactions(self, organization_id: str) -> list[WalletTransaction]:
-        return self._items.list_transactions(organization_id)
 
-    def commit(self, change: WalletChange) -> None:
-        self._items.commit(change)
+def _usage_items() -> object:
+    from tagih.store.usage import default_usage_items
+
+    return default_usage_items()
+
+
+def _wallet_items() -> object:
+    from tagih.store.wallet import default_wallet_items
+
+    return default_wallet_items()
 
 
 def default_billing() -> Billing:
@@ -87,8 +94,8 @@ def default_billing() -> Billing:
     return Billing(
         subscriptions=default_subscription_items(),
         invoices=default_invoice_items(),
-        payment_methods=default_payment_method_items(),
-        accounts=default_account_items(),
+        payment_methods=cast("PaymentMethodStore", Deferred(_payment_method_items)),
+        accounts=cast("AccountStore", Deferred(_account_items)),
         payments=default_payment_items(),
         catalog=CatalogItems(),
         gateways=default_gateways(),
@@ -99,6 +106,6 @@ def default_billing() -> Billing:
         else DEFAULT_GRACE_PERIOD,
         retry_schedule=retry_schedule(settings),
         timers=default_timers(settings),
-        usage=LazyUsageTotals(),
-        wallets=LazyWalletStore(),
+        usage=cast("UsageTotals", Deferred(_usage_items)),
+        wallets=cast("WalletStore", Deferred(_wallet_items)),
     )

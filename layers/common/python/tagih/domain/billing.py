@@ -24,7 +24,6 @@ from aws_lambda_powertools import Logger
 
 from tagih.domain import invoices as inv
 from tagih.domain import subscriptions as subs
-from tagih.domain.accounts import AccountStore, default_billing_account, ensure_gateway_customer
 from tagih.domain.catalog import Addon, Features, Limits, Plan, TaxRate
 from tagih.domain.errors import (
     BillingError,
@@ -40,7 +39,6 @@ from tagih.domain.errors import (
 )
 from tagih.domain.invoices import Invoice, InvoiceStore
 from tagih.domain.money import Currency
-from tagih.domain.payment_methods import PaymentMethod, PaymentMethodStore
 from tagih.domain.subscriptions import BillingCycle, ChangeDecision, Subscription
 from tagih.events.models import EventType, billing_event
 from tagih.events.publisher import EventPublisher
@@ -49,6 +47,8 @@ from tagih.ids import new_id
 from tagih.timers.port import NoTimers, Timers
 
 if TYPE_CHECKING:
+    from tagih.domain.accounts import AccountStore
+    from tagih.domain.payment_methods import PaymentMethod, PaymentMethodStore
     from tagih.domain.payments import Payment, PaymentFailed, PaymentListener, PaymentSettled, PaymentStore
     from tagih.domain.wallet import WalletStore
     from tagih.gateways.port import Customer, GatewayDirectory, PaymentGateway
@@ -285,7 +285,8 @@ def gateway_customer(
 ) -> tuple[Customer, str | None]:
     """Who a charge is for: the organization's default billing account, with its customer id at
     ``gateway`` (created there on first use); with no account yet, the organization by name."""
-    # the port's dataclasses load only on the charging path
+    # accounts and the port's dataclasses load only on the charging path
+    from tagih.domain.accounts import default_billing_account, ensure_gateway_customer
     from tagih.gateways.port import Customer
 
     account = default_billing_account(billing.accounts, organization_id)
