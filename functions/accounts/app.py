@@ -25,10 +25,11 @@ from tagih.domain.accounts import (
     Phone,
 )
 from tagih.domain.money import Currency
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store.accounts import default_account_items
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 # Reads: any member; writes: admin or owner (the kernel's defaults).
 app = create_resolver("accounts")

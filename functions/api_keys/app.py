@@ -16,10 +16,11 @@ from tagih.api.app import RoutePolicy, create_resolver
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.config import get_settings
 from tagih.domain import api_keys
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store.api_keys import default_api_key_items
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 OWNERS = RoutePolicy(role="owner")
 app = create_resolver(

@@ -21,10 +21,11 @@ from tagih.identity import (
     SigningKeysUnavailable,
     authorize,
 )
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store.api_keys import api_key_items
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 
 

@@ -11,10 +11,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tagih.api.app import create_resolver
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.domain.catalog import Addon, Plan
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store import catalog as catalog_store
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 app = create_resolver("catalog", test_clock=False)  # the catalog never asks the time
 

@@ -29,12 +29,13 @@ from tagih.domain import billing, payments
 from tagih.domain.errors import InvalidSignature
 from tagih.gateways.names import GatewayName
 from tagih.gateways.registry import default_gateways
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store.gateway_events import default_gateway_event_items
 from tagih.store.payments import default_payment_items
 from tagih.wiring import default_billing
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 app = create_resolver("gateway_webhooks", authenticated=False)
 

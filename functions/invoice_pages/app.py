@@ -22,12 +22,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tagih.api.app import create_resolver
 from tagih.invoices_pdf.service import hosted_page, render_hosted_page
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store.accounts import default_account_items
 from tagih.store.invoices import default_invoice_items
 from tagih.store.payments import default_payment_items
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 app = create_resolver("invoice_pages", authenticated=False)
 

@@ -24,10 +24,11 @@ from tagih.api.invoice_view import InvoiceView
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.domain.invoices import InvoiceStatus
 from tagih.invoices_pdf.storage import PDF_TYPE, default_pdf_cache
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store.invoices import default_invoice_items
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 # Reads: any member (the kernel's default for GET).
 app = create_resolver("invoices")

@@ -29,10 +29,11 @@ from tagih.domain.catalog import Features, Limits
 from tagih.domain.subscriptions import (
     BillingCycle,
 )
+from tagih.observability import TRACED_LIBRARIES
 from tagih.wiring import default_billing
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 
 OPERATOR_SCOPE = "billing:operator"

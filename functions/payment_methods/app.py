@@ -24,11 +24,12 @@ from tagih.domain.payment_methods import NewPaymentMethod
 from tagih.events.publisher import default_publisher
 from tagih.gateways.names import Bank, GatewayName, MethodType, WalletProvider
 from tagih.gateways.registry import default_gateways
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store.accounts import default_account_items
 from tagih.store.payment_methods import default_payment_method_items
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 # Reads: any member; writes: admin or owner (the kernel's defaults).
 app = create_resolver("payment_methods")

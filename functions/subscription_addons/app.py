@@ -19,10 +19,11 @@ from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, 
 from tagih.api.subscription_view import SubscriptionAddonView
 from tagih.domain import addons
 from tagih.domain.subscriptions import MAX_ADDON_QUANTITY
+from tagih.observability import TRACED_LIBRARIES
 from tagih.wiring import default_billing
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 app = create_resolver("subscription_addons")
 

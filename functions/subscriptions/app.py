@@ -25,10 +25,11 @@ from tagih.domain.subscriptions import (
     ChangeKind,
     ScheduledChange,
 )
+from tagih.observability import TRACED_LIBRARIES
 from tagih.wiring import default_billing
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 PREVIEW_ROUTE = "POST /billing/subscriptions/{subscription_id}/change/preview"
 # Reads: any member; writes: admin or owner (the kernel's defaults). A change preview writes nothing,

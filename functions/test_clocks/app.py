@@ -21,13 +21,14 @@ from tagih import clock
 from tagih.api.app import create_resolver
 from tagih.config import get_settings
 from tagih.domain.errors import InvalidField, RouteNotFound
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store import test_clocks
 
 if TYPE_CHECKING:
     from tagih.domain import lifecycle
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 # Reads: any member; attaching and advancing: admin or owner (the kernel's defaults).
 app = create_resolver("test_clocks")

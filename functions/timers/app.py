@@ -11,10 +11,11 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tagih.observability import TRACED_LIBRARIES
 from tagih.timers.tasks import TIMER_TASK, TimerStep, default_timer_ports, run_timer_task
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 
 

@@ -26,10 +26,11 @@ from tagih.domain.usage import (
     UsageView,
 )
 from tagih.events.publisher import default_publisher
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store.usage import default_terms, default_usage_items
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 # Reads: any member; reporting usage: admin or owner (the kernel's defaults).
 app = create_resolver("usage")

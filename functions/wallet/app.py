@@ -24,6 +24,7 @@ from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, 
 from tagih.domain import wallet
 from tagih.domain.money import Currency
 from tagih.domain.wallet import PaymentInstructionsData, TransactionStatus, TransactionType
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store.accounts import default_account_items
 from tagih.store.wallet import default_wallet_items
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from tagih.domain.billing import Billing
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 # Reads: any member; top-ups and settings: admin or owner (the kernel's defaults).
 app = create_resolver("wallet")

@@ -27,10 +27,11 @@ from tagih.domain.webhook_urls import system_resolver
 from tagih.events.models import BillingEvent
 from tagih.gateways.webhook_http import HttpTransport
 from tagih.gateways.webhook_queue import default_delivery_queue
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store.webhooks import default_delivery_items, default_webhook_items
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 # Every failed record is reported, even when all failed (no exception): SQS retries exactly those.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

@@ -24,10 +24,11 @@ from tagih.domain.webhook_urls import system_resolver
 from tagih.domain.webhooks import DeliveryStatus
 from tagih.events.models import EventType
 from tagih.gateways.webhook_queue import default_delivery_queue
+from tagih.observability import TRACED_LIBRARIES
 from tagih.store.webhooks import default_delivery_items, default_webhook_items
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 SHOWS_SECRET = RoutePolicy(role="admin", secret_fields=("secret",))
 app = create_resolver(

@@ -3,7 +3,8 @@
 Each function of template.yaml is imported in a fresh interpreter with Lambda's environment (the
 bench's child, tracing as deployed). Payment SDKs, templating and the PDF library belong inside
 the payment and invoice code paths, so importing any handler must leave them unloaded; JWT
-verification belongs to the authorizer alone.
+verification belongs to the authorizer alone. ``requests`` is Midtrans' HTTP client: X-Ray's tracer
+patches only botocore and ``http.client`` (``tagih.observability``), so nothing else imports it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from tools.functions import Function, authorizer_functions, load_functions
 
 FUNCTIONS = load_functions()
 AUTHORIZERS = authorizer_functions()
-PAYMENT_AND_INVOICE_ONLY = ("stripe", "midtransclient", "jinja2", "fpdf")
+PAYMENT_AND_INVOICE_ONLY = ("stripe", "midtransclient", "requests", "jinja2", "fpdf")
 AUTHORIZER_ONLY = ("jwt", "cryptography")
 
 
