@@ -136,6 +136,94 @@ def test_an_add_on_is_prorated_then_renewed_and_overage_billed_in_arrears(
     assert totals(renewal) == (434_000, 47_740, 481_740, "paid")
 
 
+OVERAGE_LINE = ("Pro overage: 25.000 API calls over the quota of 100.000, per 10.000", 3, 20_000, 60_000)
+
+
+def cancelled_with_overage(sub: str) -> None:
+    """125,000 API calls reported on 03-20, the subscription cancelled on 03-21: grace until 04-01."""
+    advance(STARTED + timedelta(days=19))
+    reported = call(
+        "POST",
+        "/billing/usage/events",
+        {"events": [{"id": "calls-1", "metric": "api_calls", "quantity": 125_000}]},
+    )
+    assert reported.status == 202, reported.raw
+    advance(STARTED + timedelta(days=20))
+    cancelled = call("POST", f"{SUBS}/{sub}/cancel")
+    assert cancelled.status == 200, cancelled.raw
+    assert cancelled.body["grace_period_ends_at"] == to_rfc3339(RENEWED)
+
+
+def test_a_cancelled_period_closes_with_its_overage_invoiced_once(
+    midtrans: MidtransFake, events: str
+) -> None:
+    sub, _ = pro_on_a_test_clock()
+    cancelled_with_overage(sub)
+    charges_before = len(invoice_charges(midtrans))
+
+    [grace_end] = advance(RENEWED + timedelta(hours=1))
+    later = advance(SECOND_RENEWAL + timedelta(hours=1))
+
+    assert grace_end["action"] == "end_grace"
+    assert later == []
+    first, final = invoices()
+    assert first["billing_reason"] == "subscription_create"
+    assert (final["billing_reason"], final["subscription_id"]) == ("subscription_cycle", sub)
+    assert lines(final) == [OVERAGE_LINE]
+    assert (final["period_start"], final["period_end"]) == (to_rfc3339(STARTED), to_rfc3339(RENEWED))
+    assert totals(final) == (60_000, 6_600, 66_600, "paid")  # PPN 11 % of 60,000
+    assert [c["gross_amount"] for c in invoice_charges(midtrans)[charges_before:]] == [66_600]
+    assert call("GET", f"{SUBS}/{sub}").body["status"] == "cancelled"
+    assert event_types(events)[-3:] == [
+        "billing.subscription.cancelled",
+        "billing.invoice.created",
+        "billing.invoice.paid",
+    ]
+
+
+def test_a_declined_final_invoice_stays_open_until_the_customer_pays_it(midtrans: MidtransFake) -> None:
+    sub, card = pro_on_a_test_clock()
+    cancelled_with_overage(sub)
+    set_card_token(ORG, card, DECLINING)
+
+    advance(RENEWED + timedelta(hours=1))
+    later = advance(RENEWED + timedelta(days=20))
+    charges_after_a_month = len(invoice_charges(midtrans))
+
+    final = invoices()[-1]
+    assert lines(final) == [OVERAGE_LINE]
+    assert (final["status"], final["retry_count"], final["next_retry_at"]) == ("open", 1, None)
+    assert later == []  # no dunning after a cancellation: the card is not tried again unasked
+    assert invoice_charges(midtrans)[-1]["gross_amount"] == 66_600
+    set_card_token(ORG, card, CARD_TOKEN)
+    paid = call("POST", f"/billing/invoices/{final['id']}/pay", {})
+    assert paid.status == 200, paid.raw
+    assert (paid.body["status"], paid.body["amount_paid"]) == ("paid", 66_600)
+    assert len(invoice_charges(midtrans)) == charges_after_a_month + 1
+    assert call("GET", f"{SUBS}/{sub}").body["status"] == "cancelled"
+
+
+def test_a_final_invoice_cut_short_by_the_gateway_is_charged_by_the_next_firing(
+    midtrans: MidtransFake,
+) -> None:
+    sub, card = pro_on_a_test_clock()
+    cancelled_with_overage(sub)
+    good = set_card_token(ORG, card, "481111-hang-saved-1114")  # the bank never answers
+
+    cut_short = call("POST", ADVANCE, {"to": to_rfc3339(RENEWED + timedelta(hours=1))})
+    left = invoices()[-1]
+    set_card_token(ORG, card, good)
+    resumed = advance(RENEWED + timedelta(hours=2))
+
+    assert cut_short.status == 503, cut_short.raw
+    assert (left["status"], lines(left)) == ("draft", [OVERAGE_LINE])
+    assert call("GET", f"{SUBS}/{sub}").body["status"] == "cancelled"
+    assert [step["action"] for step in resumed] == ["end_grace"]
+    final = invoices()[-1]
+    assert (final["id"], final["status"]) == (left["id"], "paid")
+    assert [c["gross_amount"] for c in invoice_charges(midtrans)].count(66_600) == 1
+
+
 def test_fewer_units_and_removals_take_effect_at_the_period_end(midtrans: MidtransFake) -> None:
     sub, _ = pro_on_a_test_clock()
     seats = attach(sub, {"addon_id": "addon_extra-members", "quantity": 5}).body

@@ -256,12 +256,13 @@ def _charge_period(
     sub: Subscription,
     draft: Invoice,
     at: datetime,
-    schedule: Sequence[timedelta],
+    schedule: Sequence[timedelta] | None,
     *,
     on_paid: Callable[[Subscription, datetime], Subscription | None],
     on_failed: Callable[[Subscription, datetime], Subscription | None],
 ) -> ActionResult:
-    """Steps 2 and 3 (module docstring) for the stored ``sub`` and its period's ``draft``."""
+    """Steps 2 and 3 (module docstring) for the stored ``sub`` and its period's ``draft``. With no
+    ``schedule`` a declined charge is recorded and never retried automatically."""
     org = sub.organization_id
     if draft.status == "draft":
         draft, outcome, payment = _charge_draft(billing, sub, draft, at)
@@ -291,8 +292,7 @@ def _charge_period(
         written = _awaiting(finalized, payment, at)
         billing.invoices.replace(written, finalized.version)
     else:
-        written = inv.record_retry(finalized, at, at + schedule[0])
-        billing.timers.start_dunning_timer(written)  # armed first: see timers.port
+        written = _record_declined(billing, finalized, at, schedule)
         written_sub = on_failed(sub, at)
         if written_sub is not None:
             billing.subscriptions.save(written_sub, sub.version, invoices=[(written, finalized.version)])
@@ -309,6 +309,18 @@ def _charge_period(
         written,
         written.next_retry_at if outcome == "payment_failed" else None,
     )
+
+
+def _record_declined(
+    billing: Billing, finalized: Invoice, at: datetime, schedule: Sequence[timedelta] | None
+) -> Invoice:
+    """The declined first charge recorded, and the dunning timer armed for the first retry (before
+    anything is written: see timers.port) when there is a ``schedule``."""
+    if not schedule:
+        return inv.record_retry(finalized, at, None)
+    declined = inv.record_retry(finalized, at, at + schedule[0])
+    billing.timers.start_dunning_timer(declined)
+    return declined
 
 
 @dataclass(frozen=True)
@@ -560,10 +572,48 @@ def retry_payment_action(
 
 
 # -- grace and incomplete expiry ------------------------------------------------------------------------
+def _final_invoice(billing: Billing, sub: Subscription, at: datetime) -> Invoice | None:
+    """The draft closing a paid period that ends with its grace: the period's overage in arrears
+    (a renewal would have carried those lines). None for a trial, or nothing over the quotas."""
+    start, end = sub.current_period_start, sub.current_period_end
+    if sub.previous_status != "active" or start is None or end is None:
+        return None
+    lines = _overage_lines(billing, sub)
+    if not lines:
+        return None
+    return inv.draft_invoice(
+        organization_id=sub.organization_id,
+        subscription_id=sub.id,
+        billing_reason="subscription_cycle",
+        currency=sub.currency,
+        lines=lines,
+        tax=billing.catalog.tax_rate(sub.currency),
+        period_start=start,
+        period_end=end,
+        due_date=at,
+        now=at,
+    )
+
+
+def _charge_final_invoice(billing: Billing, sub: Subscription, draft: Invoice, at: datetime) -> ActionResult:
+    """Charged once, the wallet first. A decline leaves it open for the customer to pay (``POST
+    /billing/invoices/{id}/pay``, the hosted page) and is not retried: the subscription is over,
+    and a card is not charged again, unasked, after a cancellation."""
+    done = _charge_period(billing, sub, draft, at, None, on_paid=_unchanged, on_failed=_unchanged)
+    return ActionResult("done", "cancelled", sub, done.invoice)
+
+
+def _unchanged(sub: Subscription, at: datetime) -> None:
+    return None
+
+
 def end_grace_action(
     billing: Billing, organization_id: str, subscription_id: str, expected_version: int | None, at: datetime
 ) -> ActionResult:
-    """Grace is over: ``cancelled`` (the organization is on Free)."""
+    """Grace is over: ``cancelled`` (the organization is on Free). A paid period whose use went
+    over its quotas closes with a final invoice of that overage, saved with the cancellation and
+    then charged (steps 2 and 3 of the module docstring; a firing that finds it left uncharged
+    resumes it)."""
     loaded = _load(billing, organization_id, subscription_id, expected_version)
     if isinstance(loaded, ActionResult):
         return loaded
@@ -572,10 +622,20 @@ def end_grace_action(
     if ended is None:
         if sub.status == "grace_period" and sub.grace_period_ends_at is not None:
             return _early(sub.grace_period_ends_at, sub)
+        left = _period_draft(billing, sub, "subscription_cycle") if _ended_by_grace(sub) else None
+        if left is not None:
+            return _charge_final_invoice(billing, sub, left, at)
         return _skip("not_due", sub)
-    billing.subscriptions.save(ended, sub.version)
+    final = _final_invoice(billing, sub, at)
+    billing.subscriptions.save(ended, sub.version, invoices=[(final, None)] if final else ())
     billing.publish(organization_id, at, ("billing.subscription.cancelled", ended.public_data()))
+    if final is not None:
+        return _charge_final_invoice(billing, ended, final, at)
     return ActionResult("done", "cancelled", ended)
+
+
+def _ended_by_grace(sub: Subscription) -> bool:
+    return sub.status == "cancelled" and sub.cancel_at_period_end and sub.grace_period_ends_at is not None
 
 
 def expire_incomplete_action(
@@ -625,7 +685,8 @@ def due_actions(
 ) -> list[DueAction]:
     """What falls due for one organization up to ``until`` (inclusive), earliest first: the
     trial-will-end notice, trial end, renewal, grace end, incomplete expiry, the next dunning retry
-    of the past-due subscription's open invoice.
+    of the past-due subscription's open invoice. A charge cut short (see the module docstring) is
+    listed alone, at the moment it started: it is finished before anything else falls due.
 
     Each entry depends on the state now, so run only the FIRST and list again (one action changes
     what is due next; ``advance`` does exactly that). The notice is the only entry that writes
@@ -642,6 +703,16 @@ def due_actions(
         if at is not None and at <= until:
             due.append(DueAction(at, name, lambda: run(at)))
 
+    cut_short = _charge_cut_short(billing, sub)
+    if cut_short is not None:  # finished first, as its timer's retry would (a GatewayUnavailable)
+        name, left = cut_short
+        resume: dict[str, Callable[[datetime], ActionResult]] = {
+            "end_trial": lambda at: end_trial_action(billing, org, sub_id, version, at, schedule=schedule),
+            "renew": lambda at: renew_action(billing, org, sub_id, version, at, schedule=schedule),
+            "end_grace": lambda at: end_grace_action(billing, org, sub_id, version, at),
+        }
+        add(left.created_at, name, resume[name])
+        return due
     if sub.status == "trialing" and sub.trial_ends_at is not None and not sub.trial_over_awaiting_payment:
         ends = sub.trial_ends_at
         notice_at = max(ends - notice, sub.created_at)
@@ -694,6 +765,21 @@ def due_actions(
                 lambda at: retry_payment_action(billing, org, invoice_id, index, at, schedule=schedule),
             )
     return sorted(due, key=lambda action: action.at)
+
+
+def _charge_cut_short(billing: Billing, sub: Subscription) -> tuple[str, Invoice] | None:
+    """The action whose charge stopped between its first write and its outcome, with its draft."""
+    reason: BillingReason
+    if sub.status == "trialing" and sub.trial_over_awaiting_payment:
+        name, reason = "end_trial", "subscription_create"
+    elif sub.status == "active":
+        name, reason = "renew", "subscription_cycle"
+    elif _ended_by_grace(sub):
+        name, reason = "end_grace", "subscription_cycle"
+    else:
+        return None
+    left = _period_draft(billing, sub, reason)
+    return (name, left) if left is not None else None
 
 
 def advance(
