@@ -80,6 +80,12 @@ def attach(sub: str, body: dict[str, Any]) -> Answer:
     return call("POST", f"{SUBS}/{sub}/addons", body)
 
 
+def report_125_000_api_calls() -> None:
+    event = {"id": "calls-1", "metric": "api_calls", "quantity": 125_000}
+    reported = call("POST", "/billing/usage/events", {"events": [event]})
+    assert reported.status == 202, reported.raw
+
+
 def test_an_add_on_is_prorated_then_renewed_and_overage_billed_in_arrears(
     midtrans: MidtransFake, events: str
 ) -> None:
@@ -114,12 +120,7 @@ def test_an_add_on_is_prorated_then_renewed_and_overage_billed_in_arrears(
 
     # 125,000 API calls against a quota of 100,000: 25,000 over, 3 started blocks of 10,000 at 20,000.
     advance(STARTED + timedelta(days=20))
-    reported = call(
-        "POST",
-        "/billing/usage/events",
-        {"events": [{"id": "calls-1", "metric": "api_calls", "quantity": 125_000}]},
-    )
-    assert reported.status == 202, reported.raw
+    report_125_000_api_calls()
 
     [renewal_step] = advance(RENEWED + timedelta(hours=1))
 
@@ -142,12 +143,7 @@ OVERAGE_LINE = ("Pro overage: 25.000 API calls over the quota of 100.000, per 10
 def cancelled_with_overage(sub: str) -> None:
     """125,000 API calls reported on 03-20, the subscription cancelled on 03-21: grace until 04-01."""
     advance(STARTED + timedelta(days=19))
-    reported = call(
-        "POST",
-        "/billing/usage/events",
-        {"events": [{"id": "calls-1", "metric": "api_calls", "quantity": 125_000}]},
-    )
-    assert reported.status == 202, reported.raw
+    report_125_000_api_calls()
     advance(STARTED + timedelta(days=20))
     cancelled = call("POST", f"{SUBS}/{sub}/cancel")
     assert cancelled.status == 200, cancelled.raw

@@ -202,15 +202,12 @@ def subscribe(
         return Subscribed(subscription, None)
 
     assert method is not None  # start_subscription refuses a paid start without one
-    draft = inv.draft_invoice(
-        organization_id=organization_id,
-        subscription_id=subscription.id,
-        billing_reason=decision.billing_reason,
-        currency=plan.currency,
-        lines=decision.first_invoice_lines,
-        tax=billing.catalog.tax_rate(plan.currency),
-        period_start=_required(subscription.current_period_start),
-        period_end=_required(subscription.current_period_end),
+    draft = subscription_draft(
+        billing,
+        subscription,
+        decision.billing_reason,
+        decision.first_invoice_lines,
+        period=_period_of(subscription),
         due_date=now,
         now=now,
     )
@@ -555,19 +552,39 @@ def change_draft(
         return None
     starts = [line.period_start or now for line in lines]
     ends = [line.period_end or now for line in lines]
-    draft = inv.draft_invoice(
+    draft = subscription_draft(
+        billing, sub, "subscription_update", lines, period=(min(starts), max(ends)), due_date=now, now=now
+    )
+    return draft.model_copy(update={"plan_change": plan_change, "addon_change": addon_change})
+
+
+def _period_of(sub: Subscription) -> tuple[datetime, datetime]:
+    return _required(sub.current_period_start), _required(sub.current_period_end)
+
+
+def subscription_draft(
+    billing: Billing,
+    sub: Subscription,
+    reason: inv.BillingReason,
+    lines: list[inv.InvoiceLine],
+    *,
+    period: tuple[datetime, datetime],
+    due_date: datetime,
+    now: datetime,
+) -> Invoice:
+    """A draft invoice of ``sub``'s, in its currency, taxed at the catalog's rate for it."""
+    return inv.draft_invoice(
         organization_id=sub.organization_id,
         subscription_id=sub.id,
-        billing_reason="subscription_update",
+        billing_reason=reason,
         currency=sub.currency,
         lines=lines,
         tax=billing.catalog.tax_rate(sub.currency),
-        period_start=min(starts),
-        period_end=max(ends),
-        due_date=now,
+        period_start=period[0],
+        period_end=period[1],
+        due_date=due_date,
         now=now,
     )
-    return draft.model_copy(update={"plan_change": plan_change, "addon_change": addon_change})
 
 
 def _plan_change_draft(
@@ -941,15 +958,12 @@ def activate_enterprise_terms(
             f"The subscription is billed in {existing.currency}; Enterprise terms in {currency} "
             "would credit its unused time in another currency."
         )
-    draft = inv.draft_invoice(
-        organization_id=organization_id,
-        subscription_id=subscription.id,
-        billing_reason=decision.billing_reason,
-        currency=currency,
-        lines=decision.first_invoice_lines or [],
-        tax=billing.catalog.tax_rate(currency),
-        period_start=_required(subscription.current_period_start),
-        period_end=_required(subscription.current_period_end),
+    draft = subscription_draft(
+        billing,
+        subscription,
+        decision.billing_reason,
+        decision.first_invoice_lines or [],
+        period=_period_of(subscription),
         due_date=now + timedelta(days=payment_terms_days),
         now=now,
     )

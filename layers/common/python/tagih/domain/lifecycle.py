@@ -41,7 +41,13 @@ from typing import Any, Literal, NamedTuple
 
 from tagih.domain import invoices as inv
 from tagih.domain import subscriptions as subs
-from tagih.domain.billing import Billing, charge_invoice, invoice_data, pay_from_wallet_first
+from tagih.domain.billing import (
+    Billing,
+    charge_invoice,
+    invoice_data,
+    pay_from_wallet_first,
+    subscription_draft,
+)
 from tagih.domain.collection import next_attempt
 from tagih.domain.errors import InvoiceNotFound, PaymentDeclined, PaymentMethodNotFound, PlanNotFound
 from tagih.domain.invoices import BillingReason, Invoice
@@ -223,17 +229,8 @@ def _start_period(
     lines = renewal.lines
     if renewal.billing_reason == "subscription_cycle":
         lines = [*lines, *_overage_lines(billing, base)]
-    draft = inv.draft_invoice(
-        organization_id=moved.organization_id,
-        subscription_id=moved.id,
-        billing_reason=renewal.billing_reason,
-        currency=moved.currency,
-        lines=lines,
-        tax=billing.catalog.tax_rate(moved.currency),
-        period_start=start,
-        period_end=end,
-        due_date=start,
-        now=at,
+    draft = subscription_draft(
+        billing, moved, renewal.billing_reason, lines, period=(start, end), due_date=start, now=at
     )
     billing.subscriptions.save(moved, base.version, invoices=[(draft, None)])
     return moved, draft
@@ -581,17 +578,8 @@ def _final_invoice(billing: Billing, sub: Subscription, at: datetime) -> Invoice
     lines = _overage_lines(billing, sub)
     if not lines:
         return None
-    return inv.draft_invoice(
-        organization_id=sub.organization_id,
-        subscription_id=sub.id,
-        billing_reason="subscription_cycle",
-        currency=sub.currency,
-        lines=lines,
-        tax=billing.catalog.tax_rate(sub.currency),
-        period_start=start,
-        period_end=end,
-        due_date=at,
-        now=at,
+    return subscription_draft(
+        billing, sub, "subscription_cycle", lines, period=(start, end), due_date=at, now=at
     )
 
 
