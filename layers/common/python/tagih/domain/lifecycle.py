@@ -47,6 +47,7 @@ from tagih.domain.billing import (
     invoice_data,
     pay_from_wallet_first,
     subscription_draft,
+    void_returning_wallet_credit,
 )
 from tagih.domain.collection import next_attempt
 from tagih.domain.errors import InvoiceNotFound, PaymentDeclined, PaymentMethodNotFound, PlanNotFound
@@ -630,7 +631,8 @@ def expire_incomplete_action(
     billing: Billing, organization_id: str, subscription_id: str, expected_version: int | None, at: datetime
 ) -> ActionResult:
     """The first payment never came: ``cancelled``, and its open first invoice voided in the same
-    save (nothing is owed for a subscription that never started)."""
+    save (nothing is owed for a subscription that never started; what the wallet paid of it goes
+    back to the wallet first)."""
     loaded = _load(billing, organization_id, subscription_id, expected_version)
     if isinstance(loaded, ActionResult):
         return loaded
@@ -647,7 +649,7 @@ def expire_incomplete_action(
         and invoice.billing_reason == "subscription_create"
         and invoice.status in {"draft", *inv.UNPAID_STATUSES}
     ]
-    voided = [(inv.void(invoice, at), invoice.version) for invoice in unpaid]
+    voided = [void_returning_wallet_credit(billing, invoice, at) for invoice in unpaid]
     billing.subscriptions.save(expired, sub.version, invoices=voided)
     billing.publish(organization_id, at, ("billing.subscription.cancelled", expired.public_data()))
     return ActionResult("done", "cancelled", expired, voided[0][0] if voided else None)
