@@ -59,6 +59,7 @@ SHADOW_TARGET_ID = "tagih-local-shadow"
 # the envelope as AWS sends it (plus moto's "ingestion-time", which orders the tap and is removed there).
 WHOLE_EVENT: InputTransformerTypeDef = {"InputPathsMap": {}, "InputTemplate": "<aws.events.event.json>"}
 LONG_POLL_SECONDS = 1  # the longest a poller waits before it notices stop()
+TAP_IDLE_SECONDS = 0.05  # between short polls of an empty tap queue
 ASYNC_RETRY_DELAYS = (1.0, 2.0)  # Lambda retries an async invoke twice (after 1 and 2 min); seconds here
 DELIVERY_WORKERS = 4
 STOP_DEADLINE_SECONDS = 5.0
@@ -157,6 +158,10 @@ class Dispatcher:
         self._events: list[tuple[float, int, dict[str, Any]]] = []
         self._events_lock = threading.Lock()
         self._sequence = 0
+        self._taps: list[str] = []
+        # Held while a tap batch is received and recorded: a reader of the events takes it to
+        # record what is still queued, so its answer holds every event put before it asked.
+        self._tap_lock = threading.Lock()
         self._rule_arns: dict[str, str] = {}
         self._started = False
         for rule in model.rules.values():  # a path the local stack cannot follow fails at startup
@@ -239,7 +244,13 @@ class Dispatcher:
         self._deliver_all(rule, rule.targets, event)
 
     def published_events(self, detail_type: str | None = None) -> list[dict[str, Any]]:
-        """Every event put on a bus of the stack so far, oldest first (optionally of one type)."""
+        """Every event put on a bus of the stack so far, oldest first (optionally of one type):
+        moto delivers a put event to the tap queue before PutEvents answers, and the queues are
+        drained here first, so nothing put before this call is missing."""
+        with self._tap_lock:
+            for url in self._taps:
+                while self._record_tap_batch(url):
+                    pass
         with self._events_lock:
             events = [event for _, _, event in sorted(self._events, key=lambda item: item[:2])]
         return [
@@ -278,7 +289,32 @@ class Dispatcher:
             EventBusName=bus,
             Targets=[{"Id": "tagih-local-tap", "Arn": arn, "InputTransformer": WHOLE_EVENT}],
         )
-        self._spawn(f"tap-{bus}", lambda: self._poll_queue(url, self._record))
+        self._taps.append(url)
+        self._spawn(f"tap-{bus}", lambda: self._poll_tap(url))
+
+    def _poll_tap(self, url: str) -> None:
+        """Record the tap's events as they come; short polls, so a reader never waits on one."""
+        while not self._stop.is_set():
+            try:
+                with self._tap_lock:
+                    recorded = self._record_tap_batch(url)
+            except Exception:
+                if self._stop.is_set():
+                    return
+                log.exception("recording events from %s", url)
+                recorded = 0
+            if not recorded:
+                self._stop.wait(TAP_IDLE_SECONDS)
+
+    def _record_tap_batch(self, url: str) -> int:
+        """Record and delete what the tap queue holds now (up to 10 events); how many."""
+        messages = self._sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
+        for message in messages:
+            self._record(message["Body"])
+            self._sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        return len(messages)
 
     def _create_rule(self, rule: Rule) -> None:
         kwargs: dict[str, Any] = {
@@ -396,7 +432,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ pollers
 
     def _poll_queue(self, url: str, handle: Callable[[str], None]) -> None:
-        """Drain a shadow or tap queue: each message is handled once, then deleted."""
+        """Drain a shadow queue: each message is handled once, then deleted."""
         while not self._stop.is_set():
             try:
                 messages = self._sqs.receive_message(
