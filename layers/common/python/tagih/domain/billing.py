@@ -259,17 +259,14 @@ def _first_invoice_charged(
 
 
 # -- charging -----------------------------------------------------------------------------------------
-def pay_from_wallet_first(
-    billing: Billing, invoice: Invoice, now: datetime, *, unstored: bool = False
-) -> Invoice:
-    """The wallet pays invoices before any card (API.md): what its balance covers is applied to
-    ``invoice`` (``credits_applied``), stored, or stored with it when ``unstored``; the card is
-    charged only what is left due."""
+def pay_from_wallet_first(billing: Billing, invoice: Invoice, now: datetime) -> Invoice:
+    """The wallet pays invoices before any card (API.md): what its balance covers is applied to the
+    stored ``invoice`` (``credits_applied``); the card is charged only what is left due."""
     if billing.wallets is None:
         return invoice
     from tagih.domain.wallet import pay_from_wallet  # the charging paths only
 
-    return pay_from_wallet(billing, invoice, now, unstored=unstored)
+    return pay_from_wallet(billing, invoice, now)
 
 
 def return_wallet_credit(billing: Billing, invoice: Invoice, now: datetime) -> Invoice:
@@ -748,17 +745,7 @@ def charge_subscription_change(change: SubscriptionChange, draft: Invoice) -> Pl
     if method is None:
         raise PaymentMethodRequired("This change is charged at once; add a payment method first.")
     for attempt in range(1, MAX_CHANGE_TRIES + 1):
-        candidate = _wallet_share(
-            billing, draft.model_copy(update={"id": change_invoice_id(current, attempt)}), now
-        )
-        if candidate.status == "void":
-            continue  # a try declined after the wallet paid part: the next one gets its own invoice
-        if candidate.status == "paid":
-            raise VersionConflict(
-                f"This change was paid on invoice {candidate.id}; read the subscription again."
-            )
-        if candidate.amount_due == 0:
-            return _record_wallet_paid_change(change, candidate)
+        candidate = draft.model_copy(update={"id": change_invoice_id(current, attempt)})
         claim = Payment(
             organization_id=candidate.organization_id,
             reference=charge_reference(candidate.id, FIRST_ATTEMPT),
@@ -808,43 +795,9 @@ def charge_subscription_change(change: SubscriptionChange, draft: Invoice) -> Pl
     )
 
 
-def _wallet_share(billing: Billing, candidate: Invoice, now: datetime) -> Invoice:
-    """The change's invoice with what the wallet pays of it applied (the wallet pays before any
-    card). The draft is stored in the wallet debit's own transaction, and only when the wallet has
-    something to give, so no request ever reads it without its share: every request of this try
-    claims the card for the same rest. One an earlier request stored is taken as it stands."""
-    if billing.wallets is None:
-        return candidate
-    stored = _stored_invoice_or(billing, candidate)
-    if stored is not candidate:
-        return stored
-    try:
-        return pay_from_wallet_first(billing, candidate, now, unstored=True)
-    except VersionConflict:  # a racing request of this change stored it first: its share stands
-        return billing.invoices.get(candidate.organization_id, candidate.id)
-
-
 def _rewritten(invoice: Invoice, now: datetime) -> Invoice:
     """``invoice`` unchanged but for its version, to be written in a transaction with its subscription."""
     return invoice.model_copy(update={"version": invoice.version + 1, "updated_at": now})
-
-
-def _record_wallet_paid_change(change: SubscriptionChange, covered: Invoice) -> PlanChanged:
-    """The wallet paid the whole change: numbered (paid at once, nothing is due) and written with
-    the changed subscription. No card is charged."""
-    billing, now = change.billing, change.now
-    if covered.status != "draft":
-        raise VersionConflict(f"Invoice {covered.id} was already recorded; read the subscription again.")
-    paid = billing.invoices.finalize(covered, now)  # VersionConflict: a racing request numbered it
-    changed = _commit_paid_change(change, paid, _rewritten(paid, now))
-    billing.publish(
-        covered.organization_id,
-        now,
-        ("billing.subscription.updated", changed.public_data()),
-        ("billing.invoice.created", invoice_data(paid)),
-        ("billing.invoice.paid", invoice_data(paid)),
-    )
-    return PlanChanged(changed, paid)
 
 
 def _charge_claimed_change(
@@ -854,30 +807,25 @@ def _charge_claimed_change(
     try:
         # ``charge_invoice_attempt`` finds our claim and carries it out (its "left processing" path).
         payment = charge_invoice(billing, candidate, method, FIRST_ATTEMPT, change.now)
-    except (PaymentDeclined, GatewayUnavailable) as error:
+    except (PaymentDeclined, GatewayUnavailable):
         # A decline is recorded as failed and a gateway fault released the claim already; a fault
         # before the gateway was asked (its customer record) leaves our claim: release it, so the
-        # same change can be tried again at once. A declined try's invoice, if the wallet paid part
-        # of it, is voided and the wallet paid back; after a gateway fault it is kept, so the next
-        # request charges the same reference the same amount (the gateway may have taken it).
+        # same change can be tried again at once. Nothing else was written.
         billing.payments.release_claim(claim.organization_id, claim.reference, claim.version)
-        if isinstance(error, PaymentDeclined) and candidate.credits_applied:
-            billing.invoices.replace(*void_returning_wallet_credit(billing, candidate, change.now))
         raise
     return _record_change_payment(change, candidate, payment)
 
 
 def _void_unpaid_change_invoice(billing: Billing, failed: Payment, now: datetime) -> None:
-    """A failed try left its invoice unpaid (an asynchronous payment that expired, or a draft the
-    wallet paid part of before the card was declined): void it, the wallet's part given back, so
-    nobody pays for a change that was not made."""
+    """An asynchronous try that expired left its invoice open: void it, so nobody pays for a change
+    that was not made. A declined card never stored one."""
     try:
         invoice = billing.invoices.get(failed.organization_id, failed.subject_id)
     except InvoiceNotFound:
         return
-    if invoice.status in {"draft", *inv.UNPAID_STATUSES}:
+    if invoice.status in inv.UNPAID_STATUSES:
         try:
-            billing.invoices.replace(*void_returning_wallet_credit(billing, invoice, now))
+            billing.invoices.replace(inv.void(invoice, now), invoice.version)
         except VersionConflict:
             logger.info("change invoice moved while voiding it", extra={"invoice_id": invoice.id})
 

@@ -202,8 +202,7 @@ class WalletChange:
     added: Sequence[WalletTransaction] = ()  # new entries
     updated: Sequence[tuple[WalletTransaction, TransactionStatus]] = ()  # written if still at that status
     removed: Sequence[WalletTransaction] = ()  # deleted if still pending
-    # Written if the stored invoice is at that version; 0: it must not be stored yet.
-    invoice: tuple[Invoice, int] | None = None
+    invoice: tuple[Invoice, int] | None = None  # written if the stored invoice is at that version
 
 
 class WalletStore(Protocol):
@@ -644,7 +643,7 @@ def _discard(store: WalletStore, entry: WalletTransaction) -> None:
 
 
 # -- paying invoices -----------------------------------------------------------------------------------
-def pay_from_wallet(billing: Billing, invoice: Invoice, now: datetime, *, unstored: bool = False) -> Invoice:
+def pay_from_wallet(billing: Billing, invoice: Invoice, now: datetime) -> Invoice:
     """Apply the wallet's balance to ``invoice`` (stored, ``draft``/``open``/``overdue``, something
     due, no asynchronous payment in flight, in the wallet's currency): ``min(balance, amount_due)``
     leaves the wallet and lands in ``credits_applied``, with an ``invoice_payment`` entry, in ONE
@@ -658,11 +657,7 @@ def pay_from_wallet(billing: Billing, invoice: Invoice, now: datetime, *, unstor
 
     When the debit takes the balance under the auto-recharge threshold, ``billing.wallet.low_balance``
     is published and one recharge is charged; its failure is logged, never raised (the invoice is
-    paid already).
-
-    ``unstored``: ``invoice`` is a draft not stored yet; it is stored in the same transaction
-    (``VersionConflict`` when another request stored it first), so nobody ever reads it without
-    its wallet share. Left unstored when the wallet has nothing to give."""
+    paid already)."""
     store = billing.wallets
     if store is None or not payable_from_wallet(invoice):
         return invoice
@@ -690,7 +685,7 @@ def pay_from_wallet(billing: Billing, invoice: Invoice, now: datetime, *, unstor
                     wallet=debit.wallet,
                     expected_version=wallet.version,
                     added=added,
-                    invoice=(paid, 0 if unstored else invoice.version),
+                    invoice=(paid, invoice.version),
                 )
             )
         except StaleWallet:

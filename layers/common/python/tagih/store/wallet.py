@@ -159,18 +159,19 @@ class WalletItems:
         invoice_index = None
         if change.invoice is not None:
             invoice, expected_version = change.invoice
+            condition, names, values = replace_condition(invoice, expected_version)
             invoice_index = len(items)
-            if expected_version == 0:  # a new draft, stored with what the wallet pays of it
-                put: dict[str, Any] = {"Item": invoice_item(invoice), "ConditionExpression": ABSENT}
-            else:
-                condition, names, values = replace_condition(invoice, expected_version)
-                put = {
-                    "Item": invoice_item(invoice),
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
+            items.append(
+                {
+                    "Put": {
+                        "TableName": self._name,
+                        "Item": invoice_item(invoice),
+                        "ConditionExpression": condition,
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": values,
+                    }
                 }
-            items.append({"Put": {"TableName": self._name, **put}})
+            )
         if not items:
             return
         try:
