@@ -220,6 +220,28 @@ def test_a_final_invoice_cut_short_by_the_gateway_is_charged_by_the_next_firing(
     assert [c["gross_amount"] for c in invoice_charges(midtrans)].count(66_600) == 1
 
 
+def test_a_renewal_awaiting_a_transfer_is_left_to_the_transfer(midtrans: MidtransFake) -> None:
+    sub, _ = pro_on_a_test_clock()
+    bca = call("POST", "/billing/payment-methods", {"type": "bank_transfer", "bank": "bca"})
+    assert bca.status == 201, bca.raw
+    boto3.resource("dynamodb").Table(TABLE_NAME).update_item(  # the subscription now pays by transfer
+        Key={"PK": f"ORG#{ORG}", "SK": "SUBSCRIPTION"},
+        UpdateExpression="SET payment_method_id = :bca",
+        ExpressionAttributeValues={":bca": bca.body["id"]},
+    )
+
+    renewed = advance(RENEWED + timedelta(hours=1))
+    later = call("POST", ADVANCE, {"to": to_rfc3339(RENEWED + timedelta(days=2))})
+
+    assert [step["action"] for step in renewed] == ["renew"]
+    renewal = invoices()[-1]
+    assert (renewal["status"], renewal["gateway_invoice_id"]) == ("open", f"{renewal['id']}-a1")
+    assert later.status == 200, later.raw
+    assert later.body["processed"] == []  # awaiting the transfer: not a charge cut short
+    assert midtrans.charge_count(f"{renewal['id']}-a1") == 1
+    assert call("GET", f"{SUBS}/{sub}").body["status"] == "active"
+
+
 def test_fewer_units_and_removals_take_effect_at_the_period_end(midtrans: MidtransFake) -> None:
     sub, _ = pro_on_a_test_clock()
     seats = attach(sub, {"addon_id": "addon_extra-members", "quantity": 5}).body

@@ -23,7 +23,9 @@ from tagih.domain import lifecycle
 from tagih.domain.billing import Billing, SubscriptionStore
 from tagih.domain.errors import GatewayUnavailable
 from tagih.domain.invoices import Invoice
+from tagih.domain.payments import Payment
 from tagih.domain.subscriptions import Subscription
+from tagih.gateways.names import charge_reference
 from tests.fakes.billing_setup import (
     CARD_TOKEN,
     DECLINING,
@@ -403,3 +405,41 @@ def test_a_charge_made_before_a_crash_is_recorded_by_the_next_firing_not_made_ag
     assert stored(billing).status == "active"
     assert billing.invoices.get(ORG, left.id).status == "paid"
     assert len(invoice_charges(midtrans)) == 1
+
+
+def test_a_charge_left_in_flight_is_resumed_for_its_amount_not_shrunk_by_a_top_up_since(
+    billing: Billing, midtrans: MidtransFake
+) -> None:
+    trial, card = trialing(billing)
+    assert trial.id is not None
+    good = set_card_token(ORG, card, "481111-hang-saved-1114")
+    with pytest.raises(GatewayUnavailable):
+        lifecycle.end_trial_action(billing, ORG, trial.id, trial.version, T0 + TRIAL)
+    [draft] = billing.invoices.list_for_organization(ORG)
+    # A firing that died mid-charge leaves its attempt processing, for the full amount.
+    in_flight = Payment(
+        organization_id=ORG,
+        reference=charge_reference(draft.id, 1),
+        purpose="invoice",
+        subject_id=draft.id,
+        attempt=1,
+        gateway="midtrans",
+        payment_method_id=card,
+        amount=draft.amount_due,
+        currency=draft.currency,
+        status="processing",
+        created_at=T0 + TRIAL,
+        updated_at=T0 + TRIAL,
+    )
+    assert billing.payments.claim(in_flight) is None
+    set_card_token(ORG, card, good)
+    topped_up = call("POST", "/billing/wallet/top-up", {"amount": 100_000, "payment_method_id": card})
+    assert topped_up.status == 201, topped_up.raw
+
+    resumed = lifecycle.end_trial_action(billing, ORG, trial.id, trial.version, T0 + TRIAL)
+
+    assert (resumed.status, resumed.reason) == ("done", "paid")
+    paid = billing.invoices.get(ORG, draft.id)
+    assert (paid.status, paid.credits_applied, paid.amount_paid) == ("paid", 0, PRO_WITH_PPN)
+    assert [c["gross_amount"] for c in invoice_charges(midtrans)] == [PRO_WITH_PPN]
+    assert call("GET", "/billing/wallet").body["balance"] == 100_000

@@ -141,6 +141,13 @@ def _recorded_attempts(billing: Billing, invoice: Invoice) -> list[Payment]:
     return found
 
 
+def _attempt_in_flight(billing: Billing, invoice: Invoice) -> bool:
+    """A card attempt that may still take the money (left processing by a firing that stopped, or
+    pending): resuming it charges the amount it claimed, so the wallet must not change what is due
+    meanwhile (a new amount would be a new attempt, and the first might still go through)."""
+    return any(p.status in ("processing", "pending") for p in _recorded_attempts(billing, invoice))
+
+
 def _charge(
     billing: Billing, invoice: Invoice, method: PaymentMethod | None, at: datetime
 ) -> tuple[ChargeOutcome, Payment | None]:
@@ -173,10 +180,13 @@ def _awaiting(invoice: Invoice, payment: Payment, at: datetime) -> Invoice:
 def _period_draft(billing: Billing, sub: Subscription, reason: BillingReason) -> Invoice | None:
     """The invoice of ``sub``'s current period whose charge's outcome was never recorded: still a
     draft, or finalized by a firing that stopped before its outcome write (open, no retry, no pay
-    page)."""
+    page, no Midtrans order awaiting a transfer)."""
     for invoice in billing.invoices.list_for_organization(sub.organization_id):
         unrecorded = invoice.status == "draft" or (
-            invoice.status == "open" and invoice.retry_count == 0 and invoice.payment_url is None
+            invoice.status == "open"
+            and invoice.retry_count == 0
+            and invoice.payment_url is None
+            and invoice.gateway_invoice_id is None
         )
         if (
             unrecorded
@@ -242,7 +252,8 @@ def _charge_draft(
 ) -> tuple[Invoice, ChargeOutcome, Payment | None]:
     """Step 2 for a draft: the wallet first, then the card for what is left (nothing when the
     wallet paid it all: finalizing marks it paid)."""
-    draft = pay_from_wallet_first(billing, draft, at)
+    if not _attempt_in_flight(billing, draft):
+        draft = pay_from_wallet_first(billing, draft, at)
     if not draft.amount_due:
         return draft, "paid", None
     outcome, payment = _charge(billing, draft, _method_for(billing, sub), at)
@@ -522,7 +533,8 @@ def retry_payment_action(
     if isinstance(target, ActionResult):
         return target
     invoice, sub, planned = target
-    invoice = pay_from_wallet_first(billing, invoice, at)  # topped up since the last try: it pays first
+    if not _attempt_in_flight(billing, invoice):  # topped up since the last try: the wallet pays first
+        invoice = pay_from_wallet_first(billing, invoice, at)
     events: list[Event] = []
     current = invoice
     if current.status == "open" and at >= current.due_date:
