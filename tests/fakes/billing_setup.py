@@ -6,11 +6,15 @@ succeed again), the way a real card starts declining."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import boto3
 
 from local.midtrans_fake import MidtransFake
+from tagih.domain.invoices import Invoice
+from tagih.domain.payments import Payment
+from tagih.gateways.names import charge_reference
 from tests.conftest import TABLE_NAME
 from tests.fakes.gateway_env import received_events
 from tests.fakes.lambda_runtime import call_api
@@ -36,6 +40,36 @@ def set_card_token(org: str, method_id: str, token: str) -> str:
         ExpressionAttributeValues={":token": token},
     )
     return saved
+
+
+def pay_by_transfer(org: str) -> str:
+    """A BCA virtual account becomes what the organization's subscription pays with: its id."""
+    bca = add_method(org, {"type": "bank_transfer", "bank": "bca"})
+    boto3.resource("dynamodb").Table(TABLE_NAME).update_item(
+        Key={"PK": f"ORG#{org}", "SK": "SUBSCRIPTION"},
+        UpdateExpression="SET payment_method_id = :bca",
+        ExpressionAttributeValues={":bca": bca},
+    )
+    return bca
+
+
+def first_attempt_in_flight(invoice: Invoice, card: str, at: datetime) -> Payment:
+    """The record a charge of the invoice's first attempt leaves while the gateway has not answered
+    (a Lambda that died there leaves it so), for what the invoice has due."""
+    return Payment(
+        organization_id=invoice.organization_id,
+        reference=charge_reference(invoice.id, 1),
+        purpose="invoice",
+        subject_id=invoice.id,
+        attempt=1,
+        gateway="midtrans",
+        payment_method_id=card,
+        amount=invoice.amount_due,
+        currency=invoice.currency,
+        status="processing",
+        created_at=at,
+        updated_at=at,
+    )
 
 
 def mark_trialled(org: str) -> None:

@@ -27,6 +27,7 @@ from tests.fakes.billing_setup import (
     event_types,
     invoice_charges,
     mark_trialled,
+    pay_by_transfer,
     set_card_token,
 )
 from tests.fakes.lambda_runtime import Answer, call_api
@@ -222,13 +223,7 @@ def test_a_final_invoice_cut_short_by_the_gateway_is_charged_by_the_next_firing(
 
 def test_a_renewal_awaiting_a_transfer_is_left_to_the_transfer(midtrans: MidtransFake) -> None:
     sub, _ = pro_on_a_test_clock()
-    bca = call("POST", "/billing/payment-methods", {"type": "bank_transfer", "bank": "bca"})
-    assert bca.status == 201, bca.raw
-    boto3.resource("dynamodb").Table(TABLE_NAME).update_item(  # the subscription now pays by transfer
-        Key={"PK": f"ORG#{ORG}", "SK": "SUBSCRIPTION"},
-        UpdateExpression="SET payment_method_id = :bca",
-        ExpressionAttributeValues={":bca": bca.body["id"]},
-    )
+    pay_by_transfer(ORG)  # the subscription now pays by transfer
 
     renewed = advance(RENEWED + timedelta(hours=1))
     later = call("POST", ADVANCE, {"to": to_rfc3339(RENEWED + timedelta(days=2))})
@@ -349,13 +344,7 @@ def test_an_add_on_paid_by_virtual_account_is_attached_when_the_transfer_settles
     midtrans: MidtransFake, events: str
 ) -> None:
     sub, _ = pro_on_a_test_clock()
-    bca = call("POST", "/billing/payment-methods", {"type": "bank_transfer", "bank": "bca"})
-    assert bca.status == 201, bca.raw
-    boto3.resource("dynamodb").Table(TABLE_NAME).update_item(  # the subscription now pays by transfer
-        Key={"PK": f"ORG#{ORG}", "SK": "SUBSCRIPTION"},
-        UpdateExpression="SET payment_method_id = :bca",
-        ExpressionAttributeValues={":bca": bca.body["id"]},
-    )
+    pay_by_transfer(ORG)  # the subscription now pays by transfer
     advance(STARTED + timedelta(days=10))
 
     attached = attach(sub, {"addon": "extra-members", "quantity": 5})

@@ -30,7 +30,6 @@ from pypdf import PdfReader
 from local.midtrans_fake import MidtransFake
 from tagih import clock
 from tagih.domain.invoices import Invoice, InvoiceLine, draft_invoice, mark_paid, void
-from tagih.domain.payments import Payment
 from tagih.invoices_pdf.storage import reset_pdf_clients
 from tagih.store import catalog as catalog_store
 from tagih.store.invoices import default_invoice_items
@@ -38,7 +37,14 @@ from tagih.store.payments import default_payment_items
 from tagih.store.table import reset_clients
 from tests.conftest import BUS_NAME, TABLE_NAME
 from tests.fakes.aws_calls import count_calls
-from tests.fakes.billing_setup import CARD_TOKEN, DECLINING, add_method, mark_trialled, set_card_token
+from tests.fakes.billing_setup import (
+    CARD_TOKEN,
+    DECLINING,
+    add_method,
+    first_attempt_in_flight,
+    mark_trialled,
+    set_card_token,
+)
 from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
 from tests.fakes.lambda_runtime import Answer, FakeLambdaContext, call_route, http_event, load_function
 from tests.fakes.midtrans_server import NotificationInbox, running_midtrans_fake
@@ -499,20 +505,7 @@ def test_money_already_taken_for_the_invoice_settles_it_without_a_new_charge(mid
     invoice = open_invoice()
     card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
     now = clock.now()
-    claim = Payment(
-        organization_id=ORG,
-        reference=f"{invoice.id}-a1",
-        purpose="invoice",
-        subject_id=invoice.id,
-        attempt=1,
-        gateway="midtrans",
-        payment_method_id=card,
-        amount=invoice.amount_due,
-        currency="IDR",
-        status="processing",
-        created_at=now,
-        updated_at=now,
-    )
+    claim = first_attempt_in_flight(invoice, card, now)
     payments = default_payment_items()
     assert payments.claim(claim) is None
     assert payments.save_outcome(replace(claim, status="succeeded", version=2), claim.version)

@@ -23,14 +23,13 @@ from tagih.domain import lifecycle
 from tagih.domain.billing import Billing, SubscriptionStore
 from tagih.domain.errors import GatewayUnavailable
 from tagih.domain.invoices import Invoice
-from tagih.domain.payments import Payment
 from tagih.domain.subscriptions import Subscription
-from tagih.gateways.names import charge_reference
 from tests.fakes.billing_setup import (
     CARD_TOKEN,
     DECLINING,
     add_method,
     event_types,
+    first_attempt_in_flight,
     invoice_charges,
     mark_trialled,
     set_card_token,
@@ -417,20 +416,7 @@ def test_a_charge_left_in_flight_is_resumed_for_its_amount_not_shrunk_by_a_top_u
         lifecycle.end_trial_action(billing, ORG, trial.id, trial.version, T0 + TRIAL)
     [draft] = billing.invoices.list_for_organization(ORG)
     # A firing that died mid-charge leaves its attempt processing, for the full amount.
-    in_flight = Payment(
-        organization_id=ORG,
-        reference=charge_reference(draft.id, 1),
-        purpose="invoice",
-        subject_id=draft.id,
-        attempt=1,
-        gateway="midtrans",
-        payment_method_id=card,
-        amount=draft.amount_due,
-        currency=draft.currency,
-        status="processing",
-        created_at=T0 + TRIAL,
-        updated_at=T0 + TRIAL,
-    )
+    in_flight = first_attempt_in_flight(draft, card, T0 + TRIAL)
     assert billing.payments.claim(in_flight) is None
     set_card_token(ORG, card, good)
     topped_up = call("POST", "/billing/wallet/top-up", {"amount": 100_000, "payment_method_id": card})

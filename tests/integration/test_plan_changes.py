@@ -28,6 +28,7 @@ from tests.fakes.billing_setup import (
     add_method,
     event_types,
     mark_trialled,
+    pay_by_transfer,
     set_card_token,
 )
 from tests.fakes.gateway_env import received_events
@@ -390,13 +391,7 @@ def test_a_virtual_account_upgrade_keeps_the_plan_until_the_transfer_settles_the
 ) -> None:
     pro = subscribed_to_pro(frozen)
     [first] = invoices()
-    bca = call("POST", "/billing/payment-methods", {"type": "bank_transfer", "bank": "bca"})
-    assert bca.status == 201, bca.raw
-    boto3.resource("dynamodb").Table(TABLE_NAME).update_item(  # the subscription now pays by transfer
-        Key={"PK": f"ORG#{ORG}", "SK": "SUBSCRIPTION"},
-        UpdateExpression="SET payment_method_id = :bca",
-        ExpressionAttributeValues={":bca": bca.body["id"]},
-    )
+    pay_by_transfer(ORG)  # the subscription now pays by transfer
     frozen.at = CHANGED
 
     answer = call("POST", f"{SUBS}/{pro['id']}/change", {"plan": "business"})
