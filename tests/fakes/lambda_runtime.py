@@ -6,15 +6,58 @@ import base64
 import importlib.util
 import json
 import sys
+import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class _PerThread:
+    """A class attribute whose value belongs to the thread that set it."""
+
+    def __init__(self, name: str, values: threading.local) -> None:
+        self._name = name
+        self._values = values
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        try:
+            return getattr(self._values, self._name)
+        except AttributeError:
+            raise AttributeError(self._name) from None
+
+    def __set__(self, instance: object, value: Any) -> None:
+        setattr(self._values, self._name, value)
+
+
+def _keep_each_invocation_to_its_thread() -> None:
+    """Powertools keeps the request in class attributes (``BaseRouter.current_event`` and
+    ``lambda_context``), shared by every resolver in the interpreter. Lambda never runs two
+    invocations in one process, but a test's threads do: without this, one container's route
+    could validate another container's body (seen as a batch of usage counted twice and another
+    never). The resolver assigns them on the class, so the per-thread slot sits on its metaclass
+    (for that assignment) and on the class (for reads through an instance)."""
+    if isinstance(BaseRouter.__dict__.get("current_event"), _PerThread):
+        return
+    values = threading.local()
+    names = ("current_event", "lambda_context")
+    metaclass = type(
+        "PerThreadRouterMeta",
+        (type(BaseRouter),),
+        {name: _PerThread(name, values) for name in names},
+    )
+    for name in names:  # before the metaclass's slot would take the assignment
+        setattr(BaseRouter, name, _PerThread(name, values))
+    BaseRouter.__class__ = metaclass  # type: ignore[method-assign]
+
+
+_keep_each_invocation_to_its_thread()
 
 
 class FakeLambdaContext(LambdaContext):
@@ -39,7 +82,8 @@ def load_function(group: str, container: int = 0) -> ModuleType:
 
     ``container`` > 0 imports it again under another name: another warm Lambda container. Lambda
     never runs two invocations in one process, and the resolver keeps per-request state
-    (``app.current_event``), so concurrent calls in a test each need a container of their own.
+    (``app.context``), so concurrent calls in a test each need a container of their own (the state
+    Powertools keeps on the class is per thread, see ``_keep_each_invocation_to_its_thread``).
     """
     name = f"tagih_function_{group}" + (f"_container{container}" if container else "")
     if name in sys.modules:
