@@ -141,11 +141,14 @@ def _recorded_attempts(billing: Billing, invoice: Invoice) -> list[Payment]:
     return found
 
 
-def _attempt_in_flight(billing: Billing, invoice: Invoice) -> bool:
-    """A card attempt that may still take the money (left processing by a firing that stopped, or
-    pending): resuming it charges the amount it claimed, so the wallet must not change what is due
-    meanwhile (a new amount would be a new attempt, and the first might still go through)."""
-    return any(p.status in ("processing", "pending") for p in _recorded_attempts(billing, invoice))
+def _wallet_first(billing: Billing, invoice: Invoice, at: datetime) -> Invoice:
+    """``invoice`` after the wallet paid what it can of it, unless a card attempt may still take
+    the money (left processing by a firing that stopped, or pending): resuming it charges the
+    amount it claimed, so the wallet must not change what is due meanwhile (a new amount would be
+    a new attempt, and the first might still go through)."""
+    if any(p.status in ("processing", "pending") for p in _recorded_attempts(billing, invoice)):
+        return invoice
+    return pay_from_wallet_first(billing, invoice, at)
 
 
 def _charge(
@@ -252,8 +255,7 @@ def _charge_draft(
 ) -> tuple[Invoice, ChargeOutcome, Payment | None]:
     """Step 2 for a draft: the wallet first, then the card for what is left (nothing when the
     wallet paid it all: finalizing marks it paid)."""
-    if not _attempt_in_flight(billing, draft):
-        draft = pay_from_wallet_first(billing, draft, at)
+    draft = _wallet_first(billing, draft, at)
     if not draft.amount_due:
         return draft, "paid", None
     outcome, payment = _charge(billing, draft, _method_for(billing, sub), at)
@@ -533,8 +535,7 @@ def retry_payment_action(
     if isinstance(target, ActionResult):
         return target
     invoice, sub, planned = target
-    if not _attempt_in_flight(billing, invoice):  # topped up since the last try: the wallet pays first
-        invoice = pay_from_wallet_first(billing, invoice, at)
+    invoice = _wallet_first(billing, invoice, at)  # topped up since the last try: the wallet pays first
     events: list[Event] = []
     current = invoice
     if current.status == "open" and at >= current.due_date:
