@@ -7,8 +7,9 @@ published after the state they describe is committed, at least once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -53,3 +54,10 @@ def billing_event(
         organization_id=organization_id,
         data=data,
     )
+
+
+class EventPublisher(Protocol):
+    """The port services publish through, after the write an event describes committed
+    (``events.publisher.EventBridgePublisher`` on AWS)."""
+
+    def publish(self, events: Sequence[BillingEvent]) -> None: ...

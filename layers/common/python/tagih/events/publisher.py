@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import boto3
 from aws_lambda_powertools import Logger
 
 from tagih.config import get_settings
-from tagih.events.models import SOURCE, BillingEvent
+from tagih.events.models import SOURCE, BillingEvent, EventPublisher
 
 if TYPE_CHECKING:
     from mypy_boto3_events.client import EventBridgeClient
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 
 logger = Logger()
 BATCH = 10  # PutEvents takes at most ten entries
-
-
-class EventPublisher(Protocol):
-    def publish(self, events: Sequence[BillingEvent]) -> None: ...
 
 
 class EventBridgePublisher:

@@ -38,20 +38,17 @@ from midtransclient.http_client import HttpClient
 
 from tagih.config import Settings, get_settings
 from tagih.domain.errors import GatewayUnavailable, InvalidSignature, PaymentDeclined
-from tagih.gateways.port import (
+from tagih.domain.gateway import (
     AttachedMethod,
     AttachRequest,
-    Bank,
     ChargeRequest,
     ChargeResult,
     Customer,
-    GatewayName,
     GatewayNotification,
     PaymentInstructions,
-    PaymentState,
     PaymentStatus,
-    WalletProvider,
 )
+from tagih.domain.gateway_names import Bank, GatewayName, PaymentState, WalletProvider
 from tagih.gateways.secrets import MidtransKeys
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Which gateway handles a payment, and one adapter per gateway per process.
+"""One adapter per gateway per process (which gateway a method belongs to is ``domain.payment_methods``).
 
 The adapter modules (and their SDKs, stripe and midtransclient) are imported inside ``get``, on the
 first charge or attach: a handler that only lists plans never loads a payment SDK.
@@ -10,14 +10,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tagih.gateways.names import GatewayName, MethodType
+from tagih.domain.gateway_names import GatewayName
 
 if TYPE_CHECKING:
-    from tagih.gateways.port import PaymentGateway
-
-STRIPE_METHOD_PREFIX = "pm_"
-MIDTRANS_CURRENCY = "IDR"
-MIDTRANS_ONLY_TYPES: frozenset[MethodType] = frozenset({"bank_transfer", "e_wallet"})
+    from tagih.domain.gateway import PaymentGateway
 
 
 def _midtrans() -> PaymentGateway:
@@ -76,18 +72,3 @@ def reset_default_gateways() -> None:
     global _DEFAULT  # noqa: PLW0603
     with _DEFAULT_LOCK:
         _DEFAULT = None
-
-
-def choose_gateway(
-    token: str | None, currency: str = MIDTRANS_CURRENCY, method_type: MethodType | None = None
-) -> GatewayName:
-    """API.md: the gateway follows from the token (``pm_…`` Stripe, any other Midtrans).
-
-    Without a token, virtual accounts and e-wallets exist only on Midtrans; otherwise IDR goes to
-    Midtrans and every other currency to Stripe (DESIGN.md, Payment gateways).
-    """
-    if token:
-        return "stripe" if token.startswith(STRIPE_METHOD_PREFIX) else "midtrans"
-    if method_type in MIDTRANS_ONLY_TYPES:
-        return "midtrans"
-    return "midtrans" if currency.upper() == MIDTRANS_CURRENCY else "stripe"

@@ -35,18 +35,17 @@ import stripe
 
 from tagih.config import Settings, get_settings
 from tagih.domain.errors import GatewayUnavailable, InvalidSignature, PaymentDeclined
-from tagih.domain.money import ZERO_DECIMAL
-from tagih.gateways.port import (
+from tagih.domain.gateway import (
     AttachedMethod,
     AttachRequest,
     ChargeRequest,
     ChargeResult,
     Customer,
-    GatewayName,
     GatewayNotification,
-    PaymentState,
     PaymentStatus,
 )
+from tagih.domain.gateway_names import GatewayName, PaymentState
+from tagih.domain.money import ZERO_DECIMAL
 from tagih.gateways.secrets import StripeKeys
 
 logger = logging.getLogger(__name__)

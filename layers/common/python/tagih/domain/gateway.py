@@ -1,14 +1,15 @@
 """The PaymentGateway port: what Tagih asks of Midtrans and Stripe, in billing terms.
 
-Domain services receive a ``PaymentGateway`` (or a ``GatewayDirectory`` that picks one by name) as
-an argument; the adapters live in ``midtrans_gateway.py`` and ``stripe_gateway.py`` and are imported
-lazily by ``gateways.registry`` so that a handler that never charges never loads a payment SDK.
+Services receive a ``PaymentGateway`` (or a ``GatewayDirectory`` that picks one by name) as an
+argument; the adapters live in ``tagih.gateways`` (``midtrans_gateway.py``, ``stripe_gateway.py``),
+imported lazily by ``gateways.registry`` so that a handler that never charges never loads a
+payment SDK.
 
 Card data never passes through here: a card arrives as the gateway's token and leaves as the
 gateway's reusable reference plus display data (brand, last4).
 
-The names (``GatewayName``, ...) live in ``names.py``, re-exported here: modules that only name a
-gateway import them from there, so building this module's dataclasses waits for the first charge.
+The names (``GatewayName``, ...) live in ``gateway_names``: modules that only name a gateway import
+them from there, so building this module's dataclasses waits for the first charge.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tagih.gateways.names import (
-    MAX_ORDER_ID,
+from tagih.domain.gateway_names import (
     Bank,
     ChargeOutcome,
     GatewayName,
@@ -26,27 +26,6 @@ from tagih.gateways.names import (
     WalletProvider,
     charge_reference,
 )
-
-__all__ = [  # the names are re-exported: ``port`` stays the one place to import the port from
-    "MAX_ORDER_ID",
-    "AttachRequest",
-    "AttachedMethod",
-    "Bank",
-    "ChargeOutcome",
-    "ChargeRequest",
-    "ChargeResult",
-    "Customer",
-    "GatewayDirectory",
-    "GatewayName",
-    "GatewayNotification",
-    "MethodType",
-    "PaymentGateway",
-    "PaymentInstructions",
-    "PaymentState",
-    "PaymentStatus",
-    "WalletProvider",
-    "charge_reference",
-]
 
 
 @dataclass(frozen=True)
