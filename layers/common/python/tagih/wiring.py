@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, cast
 from tagih import clock
 from tagih.clock import parse_duration
 from tagih.config import Settings, get_settings
-from tagih.domain.billing import Billing
 from tagih.domain.subscriptions import DEFAULT_GRACE_PERIOD
 from tagih.events.publisher import default_publisher
 from tagih.gateways.registry import default_gateways
+from tagih.services.context import Billing
 from tagih.store.catalog import CatalogItems
 from tagih.store.invoices import default_invoice_items
 from tagih.store.payments import default_payment_items
@@ -23,8 +23,8 @@ from tagih.timers.port import NoTimers, Timers
 
 if TYPE_CHECKING:
     from tagih.domain.accounts import AccountStore
-    from tagih.domain.billing import UsageTotals
     from tagih.domain.payment_methods import PaymentMethodStore
+    from tagih.domain.usage import UsageTotals
     from tagih.domain.wallet import WalletStore
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from tagih import clock
 from tagih.domain.catalog import Features, Limits
+from tagih.domain.gateway_names import GatewayName
 from tagih.domain.subscriptions import (
     ADDON_INTERNAL_FIELDS,
     MAX_ADDON_QUANTITY,
@@ -19,7 +20,6 @@ from tagih.domain.subscriptions import (
     SubscriptionAddon,
     SubscriptionStatus,
 )
-from tagih.gateways.names import GatewayName
 
 
 class SubscriptionAddonView(BaseModel):

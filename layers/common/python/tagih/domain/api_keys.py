@@ -1,4 +1,4 @@
-"""Organization API keys: issuing, hashing and revoking the keys owners give to their servers.
+"""Organization API keys: the keys owners give to their servers, how they are made and hashed.
 
 A key is ``tk_live_…`` (stage prod) or ``tk_test_…`` (any other stage) followed by 32 random
 bytes, urlsafe. Tagih stores only its SHA-256 hash, so the full key exists once: in the response
@@ -98,28 +98,3 @@ def new_api_key(
         key_hash=hash_api_key(secret),
     )
     return IssuedApiKey(api_key=api_key, secret=secret)
-
-
-# -- services: what the API key routes do ---------------------------------------------------------
-def issue_api_key(
-    store: ApiKeyStore,
-    *,
-    organization_id: str,
-    name: str,
-    role: ApiKeyRole,
-    live: bool,
-    now: datetime,
-) -> IssuedApiKey:
-    issued = new_api_key(organization_id=organization_id, name=name, role=role, live=live, now=now)
-    store.create(issued.api_key)
-    return issued
-
-
-def list_api_keys(store: ApiKeyStore, organization_id: str) -> list[ApiKey]:
-    """The organization's keys, newest first."""
-    keys = store.list_for_organization(organization_id)
-    return sorted(keys, key=lambda k: (k.created_at, k.id), reverse=True)
-
-
-def revoke_api_key(store: ApiKeyStore, organization_id: str, key_id: str) -> None:
-    store.revoke(organization_id, key_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from importlib import resources
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -124,3 +124,19 @@ def default_catalog() -> Catalog:
     addons = [Addon.model_validate({"id": f"addon_{a['slug']}", **a}) for a in raw["addons"]]
     taxes = [TaxRate.model_validate(t) for t in raw["tax_rates"]]
     return Catalog(plans=plans, addons=addons, tax_rates=taxes)
+
+
+class CatalogReader(Protocol):
+    def plan(self, slug: str) -> Plan:
+        """``PlanNotFound`` for an unknown slug."""
+        ...
+
+    def plans(self) -> list[Plan]:
+        """Active plans, cheapest first."""
+        ...
+
+    def addon(self, slug: str) -> Addon:
+        """``AddonNotFound`` for an unknown slug."""
+        ...
+
+    def tax_rate(self, currency: str) -> TaxRate: ...

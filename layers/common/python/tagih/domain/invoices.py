@@ -26,7 +26,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -324,3 +324,31 @@ def record_retry(invoice: Invoice, at: datetime, next_retry_at: datetime | None)
     return _changed(
         invoice, at, retry_count=invoice.retry_count + 1, last_retry_at=at, next_retry_at=next_retry_at
     )
+
+
+def invoice_data(invoice: Invoice) -> dict[str, Any]:
+    return invoice.model_dump(mode="json", exclude=set(INTERNAL_FIELDS))
+
+
+def rewritten(invoice: Invoice, now: datetime) -> Invoice:
+    """``invoice`` unchanged but for its version, to be written in a transaction with its subscription."""
+    return invoice.model_copy(update={"version": invoice.version + 1, "updated_at": now})
+
+
+PAYABLE_STATUSES: frozenset[str] = frozenset({*UNPAID_STATUSES, "uncollectible"})
+_REFUSALS = {
+    "paid": "it is already paid",
+    "void": "it was voided",
+    "draft": "it is a draft and has not been issued",
+}
+
+
+def refuse_unless_payable(invoice: Invoice) -> None:
+    """409 ``invoice_not_payable`` (saying why) unless ``invoice`` can be paid now: open, overdue or
+    uncollectible (money offered after dunning gave up is taken, as ``mark_paid`` allows), with
+    something due."""
+    if invoice.status not in PAYABLE_STATUSES:
+        reason = _REFUSALS.get(invoice.status, f"it is {invoice.status}")
+        raise InvoiceNotPayable(f"Invoice {invoice.id} cannot be paid: {reason}.")
+    if invoice.amount_due <= 0:
+        raise InvoiceNotPayable(f"Invoice {invoice.id} has nothing due.")

@@ -23,21 +23,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from tagih.domain.accounts import (
-    AccountStore,
-    default_billing_account,
-    ensure_gateway_customer,
-    retry_on_set_change,
-)
-from tagih.domain.errors import BillingAccountRequired, InvalidField, VersionConflict
-from tagih.events.models import billing_event
-from tagih.events.publisher import EventPublisher
-from tagih.gateways.names import Bank, GatewayName, MethodType, WalletProvider
-from tagih.gateways.registry import STRIPE_METHOD_PREFIX, choose_gateway
-from tagih.ids import new_id
+from tagih.domain.errors import InvalidField
+from tagih.domain.gateway_names import MIDTRANS_CURRENCY, Bank, GatewayName, MethodType, WalletProvider
 
 if TYPE_CHECKING:
-    from tagih.gateways.port import AttachedMethod, GatewayDirectory
+    from tagih.domain.gateway import AttachedMethod
+
+STRIPE_METHOD_PREFIX = "pm_"
+MIDTRANS_ONLY_TYPES: frozenset[MethodType] = frozenset({"bank_transfer", "e_wallet"})
 
 
 class PaymentMethod(BaseModel):
@@ -59,7 +52,7 @@ class PaymentMethod(BaseModel):
     def as_attached(self) -> AttachedMethod:
         """What a charge needs to know of this method."""
         # the port's dataclasses load only on the charging path
-        from tagih.gateways.port import AttachedMethod
+        from tagih.domain.gateway import AttachedMethod
 
         return AttachedMethod(
             gateway=self.gateway,
@@ -158,6 +151,21 @@ def default_first(methods: Sequence[PaymentMethod]) -> list[PaymentMethod]:
 
 
 # -- what a request may combine ----------------------------------------------------------------------
+def choose_gateway(
+    token: str | None, currency: str = MIDTRANS_CURRENCY, method_type: MethodType | None = None
+) -> GatewayName:
+    """API.md: the gateway follows from the token (``pm_…`` Stripe, any other Midtrans).
+
+    Without a token, virtual accounts and e-wallets exist only on Midtrans; otherwise IDR goes to
+    Midtrans and every other currency to Stripe (DESIGN.md, Payment gateways).
+    """
+    if token:
+        return "stripe" if token.startswith(STRIPE_METHOD_PREFIX) else "midtrans"
+    if method_type in MIDTRANS_ONLY_TYPES:
+        return "midtrans"
+    return "midtrans" if currency.upper() == MIDTRANS_CURRENCY else "stripe"
+
+
 def resolve_gateway(request: NewPaymentMethod) -> GatewayName:
     """The gateway a method belongs to, with each refusal naming the field at fault (422)."""
     _check_fields(request)
@@ -203,103 +211,3 @@ _ONLY_FOR: dict[str, str] = {
     "bank": "Only for bank_transfer methods.",
     "provider": "Only for e_wallet methods.",
 }
-
-
-# -- services ---------------------------------------------------------------------------------------
-def add_payment_method(
-    store: PaymentMethodStore,
-    accounts: AccountStore,
-    gateways: GatewayDirectory,
-    publisher: EventPublisher,
-    *,
-    organization_id: str,
-    request: NewPaymentMethod,
-    now: datetime,
-) -> PaymentMethod:
-    """Attach ``request`` at its gateway and keep the result; ``PaymentDeclined`` (402) when the
-    gateway refuses the card, ``BillingAccountRequired`` (422) for Stripe without an account."""
-    gateway_name = resolve_gateway(request)
-    # A Stripe card belongs to the default account's Stripe Customer (created there on first use).
-    account = default_billing_account(accounts, organization_id) if gateway_name == "stripe" else None
-    if gateway_name == "stripe" and account is None:
-        raise BillingAccountRequired()
-    gateway = gateways.get(gateway_name)
-    customer_id = ensure_gateway_customer(accounts, gateway, account, now) if account else None
-    # the port's dataclasses load only on the charging path (the adapter above loaded them already)
-    from tagih.gateways.port import AttachRequest
-
-    attached = gateway.attach_method(
-        AttachRequest(
-            organization_id=organization_id,
-            type=request.type,
-            token=request.credential,
-            customer_id=customer_id,
-            bank=request.bank,
-            provider=request.provider,
-        )
-    )
-    method_id = new_id("pm")
-
-    def attempt() -> PaymentMethod:
-        pointer = store.default_pointer(organization_id)
-        previous = store.get(organization_id, pointer.payment_method_id) if pointer else None
-        becomes_default = pointer is None or request.is_default
-        method = PaymentMethod(
-            id=method_id,
-            organization_id=organization_id,
-            gateway=attached.gateway,
-            gateway_payment_method_id=attached.gateway_payment_method_id,
-            type=attached.type,
-            brand=attached.brand,
-            last4=attached.last4,
-            bank=attached.bank,
-            provider=attached.provider,
-            label=request.label,
-            is_default=becomes_default,
-            created_at=now,
-            updated_at=now,
-        )
-        store.insert(method, pointer, previous if becomes_default else None)
-        return method
-
-    method = retry_on_set_change(attempt)
-    publisher.publish(
-        [billing_event("billing.payment_method.added", organization_id, method.event_data(), now)]
-    )
-    return method
-
-
-def list_payment_methods(store: PaymentMethodStore, organization_id: str) -> list[PaymentMethod]:
-    return default_first(store.list_for_organization(organization_id))
-
-
-def set_default_payment_method(
-    store: PaymentMethodStore, organization_id: str, payment_method_id: str, now: datetime
-) -> PaymentMethod:
-    def attempt() -> PaymentMethod:
-        method = store.get(organization_id, payment_method_id)
-        pointer = store.default_pointer(organization_id)
-        if pointer is None:  # only while a concurrent add of the first method is committing
-            raise VersionConflict("The organization's payment methods are changing; retry.")
-        if pointer.payment_method_id == method.id and method.is_default:
-            return method
-        previous = store.get(organization_id, pointer.payment_method_id)
-        store.switch_default(method, pointer, previous)
-        return method.model_copy(
-            update={"is_default": True, "version": method.version + 1, "updated_at": now}
-        )
-
-    return retry_on_set_change(attempt)
-
-
-def delete_payment_method(store: PaymentMethodStore, organization_id: str, payment_method_id: str) -> None:
-    def attempt() -> None:
-        method = store.get(organization_id, payment_method_id)
-        pointer = store.default_pointer(organization_id)
-        if pointer is None:
-            raise VersionConflict("The organization's payment methods are changing; retry.")
-        others = [m for m in store.list_for_organization(organization_id) if m.id != method.id]
-        successor = newest_first(others)[0] if method.is_default and others else None
-        store.remove(method, pointer, successor, last=not others)
-
-    retry_on_set_change(attempt)

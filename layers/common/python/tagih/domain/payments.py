@@ -1,45 +1,42 @@
 """Payments: one record per charge attempt, charged at most once, settled at most once.
 
 A ``Payment`` is keyed by the attempt's deterministic reference (``charge_reference(invoice_id,
-attempt)``), which is also the Midtrans ``order_id`` and the Stripe idempotency key. Two services
-live here:
+attempt)``), which is also the Midtrans ``order_id`` and the Stripe idempotency key. This module
+holds the records, their store's Protocol and the pure decisions on them; two services use them:
 
-- ``charge_invoice_attempt`` claims the reference with a conditional write *before* calling the
-  gateway, so a retried Lambda or a double click finds the claim and makes no second charge. A
-  claim left in ``processing`` (a crash between claim and outcome) is retried with the same
-  reference, which the gateway's own idempotency makes safe. A transient fault removes the claim:
-  no charge is recorded and the caller answers 503.
-- ``record_verified_payment`` is the one call through which a confirmed (or failed) payment reaches
-  billing: invoices and the wallet plug in as a ``PaymentListener``. The status comes from the
-  gateway's status API (the truth), never from the notification's own claims; the transition and
-  the processed-event marker are one transaction, so a duplicate delivery changes nothing even
-  when two deliveries race.
+- ``services.charging.charge_attempt`` claims the reference with a conditional write (the
+  ``processing_claim``) *before* calling the gateway, so a retried Lambda or a double click finds
+  the claim and makes no second charge. A claim left in ``processing`` (a crash between claim and
+  outcome) is retried with the same reference, which the gateway's own idempotency makes safe. A
+  transient fault removes the claim: no charge is recorded and the caller answers 503.
+- ``services.notifications.record_verified_payment`` is the one call through which a confirmed (or
+  failed) payment reaches billing: invoices and the wallet plug in as a ``PaymentListener``. The
+  status comes from the gateway's status API (the truth), never from the notification's own
+  claims (``decide_notification``); the transition and the processed-event marker are one
+  transaction, so a duplicate delivery changes nothing even when two deliveries race.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from aws_lambda_powertools import Logger
-
-from tagih import clock
-from tagih.domain.errors import Conflict, GatewayUnavailable, PaymentDeclined
-from tagih.gateways.names import GatewayName
+from tagih.domain.errors import Conflict, PaymentDeclined
+from tagih.domain.gateway_names import GatewayName, charge_reference
 
 if TYPE_CHECKING:
-    from tagih.gateways.port import (
-        ChargeRequest,
+    from collections.abc import Sequence
+
+    from tagih.domain.gateway import (
         ChargeResult,
         GatewayNotification,
-        PaymentGateway,
         PaymentInstructions,
         PaymentStatus,
     )
+    from tagih.domain.invoices import Invoice
+    from tagih.domain.payment_methods import PaymentMethod
 
-logger = Logger()  # same service and formatter as the handler's (POWERTOOLS_SERVICE_NAME)
 
 PaymentPurpose = Literal["invoice", "wallet_top_up"]
 PaymentRecordStatus = Literal["processing", "pending", "succeeded", "failed"]
@@ -49,6 +46,7 @@ FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed"})
 OPEN_STATUSES: frozenset[str] = frozenset({"processing", "pending"})
 FRAUD_ACCEPT = "accept"
 MAX_TRANSITION_TRIES = 3  # a lost version race re-reads and decides again; more means a bug
+MAX_ATTEMPTS = 99  # charge attempts of one invoice: far beyond any real one; only a bug loops this long
 
 
 class ChargeReferenceConflict(Conflict):
@@ -189,77 +187,83 @@ class NoPaymentListener:
 NO_LISTENER = NoPaymentListener()
 
 
-# -- charging ---------------------------------------------------------------------------------------
-def charge_invoice_attempt(
-    gateway: PaymentGateway,
-    payments: PaymentStore,
-    request: ChargeRequest,
-    purpose: PaymentPurpose,
+def processing_claim(
     *,
-    payment_method_id: str | None = None,
-    now: Callable[[], datetime] = clock.now,
+    organization_id: str,
+    subject_id: str,
+    attempt: int,
+    purpose: PaymentPurpose,
+    gateway: GatewayName,
+    payment_method_id: str | None,
+    amount: int,
+    currency: str,
+    at: datetime,
 ) -> Payment:
-    """Charge ``request`` once per reference, however often this is called.
-
-    Returns the ``succeeded`` or ``pending`` payment; raises ``PaymentDeclined`` (recorded as
-    ``failed``) or ``GatewayUnavailable`` (nothing recorded).
-    """
-    moment = now()
-    claim = Payment(
-        organization_id=request.organization_id,
-        reference=request.reference,
+    """The record that claims attempt ``attempt`` of charging ``subject_id``, written before the
+    gateway is asked: whoever writes it first may charge under its reference."""
+    return Payment(
+        organization_id=organization_id,
+        reference=charge_reference(subject_id, attempt),
         purpose=purpose,
-        subject_id=request.invoice_id,
-        attempt=request.attempt,
-        gateway=gateway.name,
+        subject_id=subject_id,
+        attempt=attempt,
+        gateway=gateway,
         payment_method_id=payment_method_id,
-        amount=request.amount,
-        currency=request.currency,
+        amount=amount,
+        currency=currency,
         status="processing",
-        created_at=moment,
-        updated_at=moment,
+        created_at=at,
+        updated_at=at,
     )
-    existing = payments.claim(claim)
-    if existing is not None:
-        _same_charge(existing, claim)
-        if existing.status != "processing":
-            logger.info("charge attempt already made", extra=_log_fields(existing))
-            return _answer(existing)
-        # A crashed earlier try: the gateway may or may not have the charge; its idempotency on the
-        # same reference makes asking again safe.
-        logger.info("resuming a charge attempt left processing", extra=_log_fields(existing))
-        claim = existing
-
-    try:
-        result = gateway.charge(request)
-    except GatewayUnavailable:
-        payments.release_claim(claim.organization_id, claim.reference, claim.version)
-        raise
-    except PaymentDeclined as declined:  # an adapter may raise rather than return "declined"
-        from tagih.gateways.port import ChargeResult  # loaded with the adapter; not at import
-
-        result = ChargeResult(
-            outcome="declined",
-            gateway=gateway.name,
-            reference=claim.reference,
-            decline_reason=declined.reason,
-        )
-    if result.outcome == "transient":
-        payments.release_claim(claim.organization_id, claim.reference, claim.version)
-        raise GatewayUnavailable(gateway=gateway.name)
-
-    recorded = _with_result(claim, result, now())
-    if not payments.save_outcome(recorded, claim.version):
-        # A notification (Stripe's webhook may beat the API response) moved it first: its state wins.
-        current = payments.get(claim.organization_id, claim.reference)
-        if current is None:
-            raise GatewayUnavailable("The charge attempt was lost; retry.", gateway=gateway.name)
-        recorded = current
-    logger.info("charge attempt recorded", extra=_log_fields(recorded))
-    return _answer(recorded)
 
 
-def _same_charge(existing: Payment, claim: Payment) -> None:
+@dataclass(frozen=True)
+class AttemptPlan:
+    attempt: int
+    settled: Payment | None = None  # an earlier attempt that already took the money
+
+
+def next_attempt(recorded: Sequence[Payment], invoice: Invoice, method: PaymentMethod) -> AttemptPlan:
+    """Which attempt of ``invoice`` to charge to ``method``, from the attempts ``recorded`` (attempt
+    1, 2, ... as stored): the lowest attempt with no payment yet, except that an attempt that
+    already succeeded settles the invoice with that payment (the money was taken, the invoice never
+    heard: a crash, a lost response), and an attempt still open (``processing`` after a crash,
+    ``pending`` transfer or pay page) with the same method and amount is asked again, so the payer
+    gets the same virtual account or pay link and two concurrent calls share one reference."""
+    reusable: int | None = None
+    for attempt, payment in enumerate(recorded, start=1):
+        if payment.status == "succeeded" and payment.purpose == "invoice":
+            return AttemptPlan(attempt, settled=payment)
+        if (
+            payment.status in OPEN_STATUSES
+            and payment.payment_method_id == method.id
+            and payment.amount == invoice.amount_due
+        ):
+            reusable = attempt
+    if len(recorded) >= MAX_ATTEMPTS:
+        raise Conflict(f"Invoice {invoice.id} has had {MAX_ATTEMPTS} charge attempts; contact support.")
+    return AttemptPlan(reusable or len(recorded) + 1)
+
+
+def settled_attempt(recorded: Sequence[Payment]) -> Payment | None:
+    """The recorded attempt that took the invoice's money, if one did."""
+    return next((p for p in recorded if p.status == "succeeded" and p.purpose == "invoice"), None)
+
+
+def awaiting_payment(invoice: Invoice, payment: Payment, at: datetime) -> Invoice:
+    """``invoice`` (still open) carrying where and how the payer completes the asynchronous
+    ``payment``: its pay page, and for Midtrans its order id (``gateway_invoice_id``)."""
+    return invoice.model_copy(
+        update={
+            "payment_url": payment.payment_url,
+            "gateway_invoice_id": payment.reference if payment.gateway == "midtrans" else None,
+            "version": invoice.version + 1,
+            "updated_at": at,
+        }
+    )
+
+
+def check_same_charge(existing: Payment, claim: Payment) -> None:
     if (existing.amount, existing.currency, existing.subject_id, existing.purpose, existing.gateway) != (
         claim.amount,
         claim.currency,
@@ -272,7 +276,7 @@ def _same_charge(existing: Payment, claim: Payment) -> None:
         )
 
 
-def _with_result(claim: Payment, result: ChargeResult, moment: datetime) -> Payment:
+def with_charge_result(claim: Payment, result: ChargeResult, moment: datetime) -> Payment:
     status: PaymentRecordStatus = (
         "succeeded"
         if result.outcome == "succeeded"
@@ -293,99 +297,22 @@ def _with_result(claim: Payment, result: ChargeResult, moment: datetime) -> Paym
     )
 
 
-def _answer(payment: Payment) -> Payment:
+def charged_or_declined(payment: Payment) -> Payment:
     """The same answer for the first call and every retry of it."""
     if payment.status == "failed":
         raise PaymentDeclined(payment.decline_reason or "declined", gateway=payment.gateway)
     return payment
 
 
-# -- notifications -----------------------------------------------------------------------------------
-def receive_notification(
-    gateway: PaymentGateway,
-    payments: PaymentStore,
-    gateway_events: GatewayEventStore,
-    headers: dict[str, str],
-    raw_body: bytes,
-    *,
-    listener: PaymentListener = NO_LISTENER,
-    now: Callable[[], datetime] = clock.now,
-) -> NotificationOutcome:
-    """A gateway's notification, from its raw body to the payment change it stands for.
-
-    ``InvalidSignature`` when the signature does not hold (nothing is read or written);
-    ``GatewayUnavailable`` when the gateway's status API cannot be asked (the gateway retries).
-    """
-    notification = gateway.verify_notification(headers, raw_body)
-    if notification.reference is None or not _is_payment_event(notification):
-        return NotificationOutcome("ignored", reason=f"not a payment event ({notification.event_type})")
-    if gateway_events.is_processed(notification.gateway, notification.event_id):
-        return _duplicate(
-            payments.find_by_reference(notification.reference), listener, "event already processed"
-        )
-    payment = payments.find_by_reference(notification.reference)
-    if payment is None:
-        # Not a charge Tagih recorded: a card verification, another system on the same merchant
-        # account, a dashboard test. Acknowledged, so the gateway stops retrying; logged by the caller.
-        return NotificationOutcome("ignored", reason="unknown reference")
-    charge_id = payment.gateway_charge_id or notification.raw_fields.get("payment_intent")
-    # The notification's own claims are not trusted beyond its signature: ask the gateway.
-    status = gateway.fetch_status(notification.reference, charge_id)
-    return record_verified_payment(payments, gateway_events, notification, status, listener=listener, now=now)
-
-
-def _is_payment_event(notification: GatewayNotification) -> bool:
+def is_payment_event(notification: GatewayNotification) -> bool:
     if notification.gateway == "stripe":
         return notification.event_type.startswith("payment_intent.")
     return True
 
 
-def record_verified_payment(
-    payments: PaymentStore,
-    gateway_events: GatewayEventStore,
-    notification: GatewayNotification,
-    status: PaymentStatus,
-    *,
-    listener: PaymentListener = NO_LISTENER,
-    now: Callable[[], datetime] = clock.now,
-) -> NotificationOutcome:
-    """Apply the gateway's own status (``status``, fetched after ``notification`` was verified).
-
-    ``succeeded`` needs the charged amount and currency and, for Midtrans, ``fraud_status`` accept;
-    ``failed`` fails a payment still open. Anything else — still pending, an older state delivered
-    late, a failure after success — changes nothing.
-    """
-    if gateway_events.is_processed(notification.gateway, notification.event_id):
-        payment = payments.find_by_reference(status.reference)
-        return _duplicate(payment, listener, "event already processed")
-
-    for _ in range(MAX_TRANSITION_TRIES):
-        payment = payments.find_by_reference(notification.reference or status.reference)
-        if payment is None:
-            return NotificationOutcome("ignored", reason="unknown reference")
-        decision = _decide(payment, status, now())
-        if isinstance(decision, NotificationOutcome):
-            if decision.kind == "duplicate":
-                return _duplicate(payment, listener, decision.reason)
-            return decision
-        event = ProcessedEvent(
-            gateway=notification.gateway,
-            event_id=notification.event_id,
-            reference=payment.reference,
-            processed_at=decision.updated_at,
-        )
-        written = payments.transition(decision, payment.version, event)
-        if written == "duplicate_event":
-            return _duplicate(
-                payments.find_by_reference(status.reference), listener, "event already processed"
-            )
-        if written == "version_conflict":
-            continue  # another delivery moved it; decide again on what is stored now
-        return _announce(decision, listener)
-    raise Conflict(f"Payment {status.reference!r} kept changing while a notification was applied.")
-
-
-def _decide(payment: Payment, status: PaymentStatus, moment: datetime) -> Payment | NotificationOutcome:
+def decide_notification(
+    payment: Payment, status: PaymentStatus, moment: datetime
+) -> Payment | NotificationOutcome:
     """The payment as it should become, or why it stays as it is."""
     if (status.gateway, status.reference) != (payment.gateway, payment.reference):
         return NotificationOutcome("ignored", payment=payment, reason="the status is of another charge")
@@ -441,7 +368,7 @@ def _decide_failure(
     )
 
 
-def _settled(payment: Payment) -> PaymentSettled:
+def settled_payment(payment: Payment) -> PaymentSettled:
     return PaymentSettled(
         organization_id=payment.organization_id,
         reference=payment.reference,
@@ -453,40 +380,3 @@ def _settled(payment: Payment) -> PaymentSettled:
         gateway_charge_id=payment.gateway_charge_id,
         settled_at=payment.updated_at,
     )
-
-
-def _announce(payment: Payment, listener: PaymentListener) -> NotificationOutcome:
-    if payment.status == "succeeded":
-        settled = _settled(payment)
-        listener.on_payment_settled(settled)
-        return NotificationOutcome("settled", payment=payment, settled=settled)
-    failed = PaymentFailed(
-        organization_id=payment.organization_id,
-        reference=payment.reference,
-        purpose=payment.purpose,
-        subject_id=payment.subject_id,
-        gateway=payment.gateway,
-        reason=payment.decline_reason or "failed",
-        failed_at=payment.updated_at,
-    )
-    listener.on_payment_failed(failed)
-    return NotificationOutcome("failed", payment=payment, failed=failed)
-
-
-def _duplicate(payment: Payment | None, listener: PaymentListener, reason: str | None) -> NotificationOutcome:
-    settled = None
-    if payment is not None and payment.status == "succeeded":
-        # Idempotent listeners hear it again: the first delivery may have crashed after the commit.
-        settled = _settled(payment)
-        listener.on_payment_settled(settled)
-    return NotificationOutcome("duplicate", payment=payment, settled=settled, reason=reason)
-
-
-def _log_fields(payment: Payment) -> dict[str, object]:
-    """Identifiers and states only: never a token, a card field or a gateway body."""
-    return {
-        "reference": payment.reference,
-        "gateway": payment.gateway,
-        "status": payment.status,
-        "attempt": payment.attempt,
-    }

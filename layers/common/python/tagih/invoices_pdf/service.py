@@ -21,17 +21,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-from tagih.domain.accounts import AccountStore, BillingAccount, default_billing_account
+from tagih.domain.accounts import AccountStore, BillingAccount
 from tagih.domain.errors import InvoiceNotFound
-from tagih.domain.invoices import UNPAID_STATUSES, Invoice, InvoiceStore
+from tagih.domain.invoices import PAYABLE_STATUSES, Invoice, InvoiceStore
 from tagih.domain.money import format_money
 from tagih.invoices_pdf.document import InvoiceDocument, content_digest, invoice_document
 from tagih.invoices_pdf.render import PdfMetadata, render_html, render_pdf
+from tagih.services.accounts import default_billing_account
 
 if TYPE_CHECKING:
     from tagih.domain.payments import Payment, PaymentStore
 
-PAYABLE_STATUSES = frozenset({*UNPAID_STATUSES, "uncollectible"})
 _LINK_SCHEMES = frozenset({"https", "http"})
 _NOT_PAYABLE_MESSAGES = {
     "paid": "This invoice is paid. Thank you.",

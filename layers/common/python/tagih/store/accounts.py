@@ -17,14 +17,14 @@ from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from tagih.domain.accounts import (
-    FREE_PLAN,
     PAID_SUBSCRIPTION_STATUSES,
     BillingAccount,
     DefaultAccountPointer,
     is_paid_subscription,
 )
 from tagih.domain.errors import BillingAccountInUse, BillingAccountNotFound, VersionConflict
-from tagih.gateways.names import GatewayName
+from tagih.domain.gateway_names import GatewayName
+from tagih.domain.plan_slugs import FREE_PLAN
 from tagih.store.items import from_item, to_item
 from tagih.store.organizations import org_pk, subscription_key
 from tagih.store.table import ABSENT, table

@@ -83,7 +83,7 @@ def put_catalog(catalog: Catalog) -> int:
 
 
 class CatalogItems:
-    """The catalog as the billing services read it (``domain.billing.CatalogReader``)."""
+    """The catalog as the billing services read it (``domain.catalog.CatalogReader``)."""
 
     def plan(self, slug: str) -> Plan:
         return get_plan(slug)

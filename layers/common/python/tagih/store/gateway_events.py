@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tagih.clock import epoch_seconds
-from tagih.gateways.names import GatewayName
+from tagih.domain.gateway_names import GatewayName
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient

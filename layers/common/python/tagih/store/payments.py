@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
+    from tagih.domain.gateway import PaymentInstructions
     from tagih.domain.payments import Payment, ProcessedEvent, TransitionResult
-    from tagih.gateways.port import PaymentInstructions
 
 PAYMENT_PREFIX = "PAYMENT#"
 INDEX = "GSI1"
@@ -90,7 +90,7 @@ def payment_from_item(item: dict[str, Any]) -> Payment:
 
     instructions: PaymentInstructions | None = None
     if item.get("instructions"):  # a pending bank transfer's; the port's dataclasses load only then
-        from tagih.gateways.port import PaymentInstructions
+        from tagih.domain.gateway import PaymentInstructions
 
         instructions = PaymentInstructions(**item["instructions"])
     return Payment(

@@ -23,7 +23,7 @@ one.
 
 GSI reads may lag a write by a moment: ``find_by_id`` re-reads the base item strongly consistent
 before returning it; ``due_renewals`` answers index copies, and each renewal re-reads and re-checks
-its subscription (``domain.lifecycle``) before it acts.
+its subscription (``services.lifecycle``) before it acts.
 """
 
 from __future__ import annotations

@@ -41,9 +41,11 @@ from botocore.exceptions import ClientError
 
 from tagih.clock import epoch_seconds
 from tagih.config import get_settings
+from tagih.domain.addons import addon_increments
 from tagih.domain.catalog import GAUGE_METRICS, OveragePrice, Plan
 from tagih.domain.errors import PlanNotFound
-from tagih.domain.subscriptions import Subscription, addon_increments, current_or_free
+from tagih.domain.plan_slugs import FREE_PLAN
+from tagih.domain.subscriptions import Subscription, current_or_free
 from tagih.domain.usage import (
     DEDUP_WINDOW,
     DayFigure,
@@ -421,7 +423,7 @@ class SubscriptionTerms:
     def terms(self, organization_id: str, now: datetime) -> Terms:
         stored = self._current(organization_id)
         if stored is None or stored.status == "cancelled":
-            subscription = current_or_free(organization_id, None, self._plan("free"), now)
+            subscription = current_or_free(organization_id, None, self._plan(FREE_PLAN), now)
         else:
             subscription = stored
         return Terms(

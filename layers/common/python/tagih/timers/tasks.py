@@ -1,6 +1,6 @@
 """What the state machines' Lambda tasks do (``statemachines/*.asl.json`` → the timers function).
 
-Every task re-reads and re-checks the stored state through ``domain.lifecycle``, so a duplicate,
+Every task re-reads and re-checks the stored state through ``services.lifecycle``, so a duplicate,
 early or late firing changes nothing. A task answers a ``TimerStep``: ``wait_until`` set means
 "wait until then and call again" (the moment moved later since the timer was armed, or the next
 dunning retry), so one execution follows its subscription or invoice to the end.
@@ -21,8 +21,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from tagih import clock
 from tagih.clock import to_rfc3339
 from tagih.config import get_settings
-from tagih.domain import lifecycle
-from tagih.domain.billing import Billing
+from tagih.services import dunning, lifecycle
+from tagih.services.context import Billing
 from tagih.store.subscriptions import DueRenewal, default_subscription_items
 from tagih.store.test_clocks import frozen_time_of
 from tagih.wiring import default_billing
@@ -130,7 +130,7 @@ def run_timer_task(ports: TimerPorts, task: TimerTask) -> TimerStep | DueRenewal
     billing, org, at = ports.billing, task.organization_id, ports.now()
     result: lifecycle.ActionResult
     if isinstance(task, RetryPaymentTask):
-        result = lifecycle.retry_payment_action(billing, org, task.invoice_id, task.attempt, at)
+        result = dunning.retry_payment_action(billing, org, task.invoice_id, task.attempt, at)
     elif isinstance(task, RenewTask):
         result = lifecycle.renew_action(billing, org, task.subscription_id, task.version, at)
     else:

@@ -5,23 +5,23 @@ organization's default. Uncollectible is payable on purpose, as ``invoices.mark_
 offered after dunning gave up is taken, not refused. Paid, void and draft invoices are refused with
 409 ``invoice_not_payable`` (the message says which).
 
-The wallet pays first (``billing.pay_from_wallet_first``): what its balance covers is applied to
+The wallet pays first (``wallet.pay_from_wallet_first``): what its balance covers is applied to
 the invoice, and only what is left due is charged. Outcomes, through the same code as every other
-charge (``billing.charge_invoice`` → one payment record per attempt, charged at most once):
+charge (``charging.charge_invoice`` → one payment record per attempt, charged at most once):
 
-- succeeded → the invoice is paid through ``billing.InvoicePaymentListener``, the very path a gateway
+- succeeded → the invoice is paid through ``settlement.InvoicePaymentListener``, the very path a gateway
   notification takes: ``mark_paid`` + ``replace`` (conditioned on ``version``), ``billing.invoice.paid``,
   and an ``incomplete`` subscription whose first invoice this is becomes active;
 - pending (virtual account, e-wallet, Snap, 3-D Secure) → the invoice stays open and carries the
   payment's ``payment_url`` and, for Midtrans, its order id as ``gateway_invoice_id``; the
   notification pays it later;
 - declined → ``PaymentDeclined`` (402 ``payment_failed``): the invoice is unchanged; the failed
-  attempt is recorded by ``domain.payments``, and no event is published (the caller is told now).
+  attempt is recorded by ``charging``, and no event is published (the caller is told now).
 
-Attempt numbers (``next_attempt``). A charge's reference is ``<invoice id>-a<attempt>`` (the Midtrans
-order id, the Stripe idempotency key), and ``payments`` never charges one reference twice. So the
-attempt is chosen from what is recorded, not from a counter: the lowest attempt with no payment yet,
-except that
+Attempt numbers (``domain.payments.next_attempt``). A charge's reference is
+``<invoice id>-a<attempt>`` (the Midtrans order id, the Stripe idempotency key), and ``charging``
+never charges one reference twice. So the attempt is chosen from what is recorded, not from a
+counter: the lowest attempt with no payment yet, except that
 
 - an attempt already succeeded (the money was taken, the invoice never heard: a crash, a lost
   response) settles the invoice with that payment and charges nothing;
@@ -32,7 +32,7 @@ except that
 
 ``retry_count + 2`` would not do: it ignores earlier pay-now attempts (a second pay-now after a
 decline would replay the decline without asking the gateway) and collides with a dunning retry's
-reference. Dunning should pick its attempt with ``next_attempt`` as well. Reading the attempts costs one
+reference. Dunning picks its attempt with ``next_attempt`` as well. Reading the attempts costs one
 GetItem per earlier attempt of the invoice: a handful at most.
 
 Idempotency-Key is the kernel's (the whole response is replayed); without one, a repeated call of a
@@ -41,84 +41,17 @@ paid invoice is 409 ``invoice_not_payable``, never a second charge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
-from tagih.domain.billing import (
-    Billing,
-    InvoicePaymentListener,
-    charge_invoice,
-    pay_from_wallet_first,
-    record_invoice_paid,
-)
-from tagih.domain.errors import (
-    Conflict,
-    InvalidField,
-    InvoiceNotPayable,
-    PaymentMethodRequired,
-    VersionConflict,
-)
-from tagih.domain.invoices import Invoice
-from tagih.domain.payment_methods import PaymentMethod
-from tagih.domain.payments import OPEN_STATUSES, Payment, PaymentSettled, PaymentStore
-from tagih.gateways.names import charge_reference
+from tagih.domain.errors import VersionConflict
+from tagih.domain.gateway_names import check_gateway_currency
+from tagih.domain.invoices import PAYABLE_STATUSES, Invoice, refuse_unless_payable
+from tagih.domain.payments import Payment, PaymentSettled, awaiting_payment
+from tagih.services.charging import NO_PAYMENT_METHOD, attempt_to_charge, charge_invoice, paying_method
+from tagih.services.context import Billing
+from tagih.services.settlement import InvoicePaymentListener, record_invoice_paid
 
-PAYABLE_STATUSES: frozenset[str] = frozenset({"open", "overdue", "uncollectible"})
-MIDTRANS_CURRENCY = "IDR"
-MAX_ATTEMPTS = 99  # far beyond any real invoice; only a bug loops this long
 WRITE_TRIES = 3  # a notification or timer may move the invoice between our read and write
-_REFUSALS = {
-    "paid": "it is already paid",
-    "void": "it was voided",
-    "draft": "it is a draft and has not been issued",
-}
-
-
-@dataclass(frozen=True)
-class AttemptPlan:
-    attempt: int
-    settled: Payment | None = None  # an earlier attempt that already took the money
-
-
-def refuse_unless_payable(invoice: Invoice) -> None:
-    if invoice.status not in PAYABLE_STATUSES:
-        reason = _REFUSALS.get(invoice.status, f"it is {invoice.status}")
-        raise InvoiceNotPayable(f"Invoice {invoice.id} cannot be paid: {reason}.")
-    if invoice.amount_due <= 0:
-        raise InvoiceNotPayable(f"Invoice {invoice.id} has nothing due.")
-
-
-def payment_method_for(
-    billing: Billing, organization_id: str, payment_method_id: str | None
-) -> PaymentMethod:
-    """The named method (404 for another organization's), else the default; 422 when there is none."""
-    if payment_method_id is not None:
-        return billing.payment_methods.get(organization_id, payment_method_id)
-    pointer = billing.payment_methods.default_pointer(organization_id)
-    if pointer is None:
-        raise PaymentMethodRequired(
-            "The organization has no payment method: add one (POST /billing/payment-methods) "
-            "or name one in payment_method_id."
-        )
-    return billing.payment_methods.get(organization_id, pointer.payment_method_id)
-
-
-def next_attempt(payments: PaymentStore, invoice: Invoice, method: PaymentMethod) -> AttemptPlan:
-    """Which attempt to charge (see the module's docstring)."""
-    reusable: int | None = None
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        recorded = payments.get(invoice.organization_id, charge_reference(invoice.id, attempt))
-        if recorded is None:
-            return AttemptPlan(reusable or attempt)
-        if recorded.status == "succeeded" and recorded.purpose == "invoice":
-            return AttemptPlan(attempt, settled=recorded)
-        if (
-            recorded.status in OPEN_STATUSES
-            and recorded.payment_method_id == method.id
-            and recorded.amount == invoice.amount_due
-        ):
-            reusable = attempt
-    raise Conflict(f"Invoice {invoice.id} has had {MAX_ATTEMPTS} charge attempts; contact support.")
 
 
 def pay_invoice(
@@ -130,14 +63,14 @@ def pay_invoice(
     now: datetime,
 ) -> Invoice:
     """Charge what ``invoice_id`` has due now; the invoice as it stands afterwards."""
+    # the wallet's models load on the charging path only (cold start)
+    from tagih.services.wallet import pay_from_wallet_first
+
     invoice = billing.invoices.get(organization_id, invoice_id)
     refuse_unless_payable(invoice)
-    method = payment_method_for(billing, organization_id, payment_method_id)
-    if method.gateway == "midtrans" and invoice.currency != MIDTRANS_CURRENCY:
-        raise InvalidField(
-            "payment_method_id", f"Midtrans charges IDR only; this invoice is in {invoice.currency}."
-        )
-    plan = next_attempt(billing.payments, invoice, method)
+    method = paying_method(billing, organization_id, named=payment_method_id, required=NO_PAYMENT_METHOD)
+    check_gateway_currency(method.gateway, invoice.currency, "invoice")
+    plan = attempt_to_charge(billing, invoice, method)
     if plan.settled is not None:
         return _settle(billing, invoice, plan.settled)
     covered = pay_from_wallet_first(billing, invoice, now)
@@ -145,7 +78,7 @@ def pay_invoice(
         record_invoice_paid(billing, covered, 0, now)
         return billing.invoices.get(invoice.organization_id, invoice.id)
     if covered is not invoice:  # less is due now: an attempt open for the old amount is not reused
-        invoice, plan = covered, next_attempt(billing.payments, covered, method)
+        invoice, plan = covered, attempt_to_charge(billing, covered, method)
     payment = charge_invoice(billing, invoice, method, plan.attempt, now)  # PaymentDeclined: 402
     if payment.status == "succeeded":
         return _settle(billing, invoice, payment)
@@ -181,13 +114,12 @@ def _await_payment(billing: Billing, invoice: Invoice, payment: Payment, now: da
     for _ in range(WRITE_TRIES):
         if current.status not in PAYABLE_STATUSES:
             return current  # paid meanwhile (the transfer's notification beat us)
-        update = {
-            "payment_url": payment.payment_url,
-            "gateway_invoice_id": payment.reference if payment.gateway == "midtrans" else None,
-        }
-        if all(getattr(current, name) == value for name, value in update.items()):
+        awaiting = awaiting_payment(current, payment, now)
+        if (awaiting.payment_url, awaiting.gateway_invoice_id) == (
+            current.payment_url,
+            current.gateway_invoice_id,
+        ):
             return current
-        awaiting = current.model_copy(update={**update, "version": current.version + 1, "updated_at": now})
         try:
             billing.invoices.replace(awaiting, current.version)
         except VersionConflict:
