@@ -43,7 +43,7 @@ def _environment() -> None:
 def _sweep_reads(size: int) -> tuple[int, int, int]:
     """(due renewals found, items read, Query requests) for ``size`` subscriptions."""
     from tagih.domain.catalog import default_catalog
-    from tagih.domain.subscriptions import start_subscription
+    from tagih.domain.transitions import start_subscription
     from tagih.store.subscriptions import SubscriptionItems, subscription_item
     from tagih.store.table import reset_clients, table
     from tests.conftest import table_definition

@@ -92,7 +92,8 @@ def run(total: int, batch: int) -> str:
         sys.path.append(str(LAYER))
     from pydantic import TypeAdapter
 
-    from tagih.domain.usage import UsageEvent, report_usage
+    from tagih.domain.usage import UsageEvent
+    from tagih.services.usage import report_usage
     from tagih.store.usage import UsageItems
     from tests.fakes.usage_store import FixedTerms, RecordingPublisher
 

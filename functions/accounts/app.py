@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tagih import clock
 from tagih.api.app import create_resolver
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
-from tagih.domain import accounts
 from tagih.domain.accounts import (
     AccountName,
     Address,
+    BillingAccount,
     CurrencyCode,
     Description,
     Email,
@@ -26,6 +26,7 @@ from tagih.domain.accounts import (
 )
 from tagih.domain.money import Currency
 from tagih.observability import TRACED_LIBRARIES
+from tagih.services import accounts
 from tagih.store.accounts import default_account_items
 
 logger = Logger()
@@ -97,7 +98,7 @@ class BillingAccountView(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, account: accounts.BillingAccount) -> BillingAccountView:
+    def of(cls, account: BillingAccount) -> BillingAccountView:
         return cls(
             **account.model_dump(exclude={"created_at", "updated_at", "address", "gateway_customer_ids"}),
             address=account.address,

@@ -15,8 +15,9 @@ from tagih import clock
 from tagih.api.app import RoutePolicy, create_resolver
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.config import get_settings
-from tagih.domain import api_keys
+from tagih.domain.api_keys import ApiKey
 from tagih.observability import TRACED_LIBRARIES
+from tagih.services import api_keys
 from tagih.store.api_keys import default_api_key_items
 
 logger = Logger()
@@ -50,7 +51,7 @@ class ApiKeyView(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, key: api_keys.ApiKey) -> ApiKeyView:
+    def of(cls, key: ApiKey) -> ApiKeyView:
         return cls(
             id=key.id,
             name=key.name,

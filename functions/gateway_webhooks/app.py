@@ -25,11 +25,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
 from tagih.api.app import create_resolver
-from tagih.domain import billing, payments
 from tagih.domain.errors import InvalidSignature
-from tagih.gateways.names import GatewayName
+from tagih.domain.gateway_names import GatewayName
 from tagih.gateways.registry import default_gateways
 from tagih.observability import TRACED_LIBRARIES
+from tagih.services import notifications, settlement
 from tagih.store.gateway_events import default_gateway_event_items
 from tagih.store.payments import default_payment_items
 from tagih.wiring import default_billing
@@ -68,13 +68,13 @@ def raw_body() -> bytes:
 
 def receive(gateway: GatewayName) -> NotificationReceived:
     try:
-        outcome = payments.receive_notification(
+        outcome = notifications.receive_notification(
             default_gateways().get(gateway),
             default_payment_items(),
             default_gateway_event_items(),
             dict(app.current_event.headers or {}),
             raw_body(),
-            listener=billing.BillingPaymentListener(default_billing()),
+            listener=settlement.BillingPaymentListener(default_billing()),
         )
     except InvalidSignature:
         logger.warning("gateway notification with an invalid signature", extra={"gateway": gateway})

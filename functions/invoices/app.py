@@ -125,7 +125,7 @@ def get_invoice_pdf(invoice_id: InvoiceId) -> Response[str]:
 )
 def pay_invoice(invoice_id: InvoiceId, body: PayInvoice | None = None) -> InvoiceView:
     # Charging (payments, gateways, events) is this route's alone: the reads never load it.
-    from tagih.domain import collection
+    from tagih.services import collection
     from tagih.wiring import default_billing
 
     invoice = collection.pay_invoice(

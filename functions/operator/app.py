@@ -23,13 +23,13 @@ from tagih import clock
 from tagih.api.app import RoutePolicy, create_resolver
 from tagih.api.invoice_view import InvoiceView
 from tagih.api.subscription_view import SubscriptionView
-from tagih.domain import billing
 from tagih.domain.accounts import CurrencyCode
 from tagih.domain.catalog import Features, Limits
 from tagih.domain.subscriptions import (
     BillingCycle,
 )
 from tagih.observability import TRACED_LIBRARIES
+from tagih.services import operators
 from tagih.wiring import default_billing
 
 logger = Logger()
@@ -107,7 +107,7 @@ class EnterpriseView(BaseModel):
     },
 )
 def activate_enterprise(org_id: OrganizationId, body: ActivateEnterprise) -> EnterpriseView:
-    activated = billing.activate_enterprise_terms(
+    activated = operators.activate_enterprise_terms(
         default_billing(),
         org_id,
         price_monthly=body.price_monthly,
@@ -141,7 +141,7 @@ def activate_enterprise(org_id: OrganizationId, body: ActivateEnterprise) -> Ent
     responses={**OPERATOR_RESPONSES, 409: {"description": "`already_suspended`."}},
 )
 def suspend(org_id: OrganizationId, body: SuspendOrganization) -> SubscriptionView:
-    suspended = billing.suspend_organization(default_billing(), org_id, body.reason, clock.now())
+    suspended = operators.suspend_organization(default_billing(), org_id, body.reason, clock.now())
     logger.info(
         "organization suspended",
         extra={"target_organization_id": org_id, "operator": app.auth.subject, "reason": body.reason},
@@ -157,7 +157,7 @@ def suspend(org_id: OrganizationId, body: SuspendOrganization) -> SubscriptionVi
     responses={**OPERATOR_RESPONSES, 409: {"description": "`not_suspended`."}},
 )
 def unsuspend(org_id: OrganizationId) -> SubscriptionView:
-    restored = billing.unsuspend_organization(default_billing(), org_id, clock.now())
+    restored = operators.unsuspend_organization(default_billing(), org_id, clock.now())
     logger.info(
         "organization unsuspended", extra={"target_organization_id": org_id, "operator": app.auth.subject}
     )

@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from tagih import clock
 from tagih.api.app import create_resolver
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
-from tagih.domain import payment_methods
-from tagih.domain.payment_methods import NewPaymentMethod
+from tagih.domain.gateway_names import Bank, GatewayName, MethodType, WalletProvider
+from tagih.domain.payment_methods import NewPaymentMethod, PaymentMethod
 from tagih.events.publisher import default_publisher
-from tagih.gateways.names import Bank, GatewayName, MethodType, WalletProvider
 from tagih.gateways.registry import default_gateways
 from tagih.observability import TRACED_LIBRARIES
+from tagih.services import payment_methods
 from tagih.store.accounts import default_account_items
 from tagih.store.payment_methods import default_payment_method_items
 
@@ -79,7 +79,7 @@ class PaymentMethodView(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, method: payment_methods.PaymentMethod) -> PaymentMethodView:
+    def of(cls, method: PaymentMethod) -> PaymentMethodView:
         return cls(
             **method.model_dump(exclude={"version", "created_at", "updated_at"}),
             created_at=method.created_at.replace(microsecond=0),  # the API's whole seconds

@@ -17,9 +17,9 @@ from tagih.api.app import create_resolver
 from tagih.api.invoice_view import InvoiceView
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.api.subscription_view import SubscriptionAddonView
-from tagih.domain import addons
 from tagih.domain.subscriptions import MAX_ADDON_QUANTITY
 from tagih.observability import TRACED_LIBRARIES
+from tagih.services import addons
 from tagih.wiring import default_billing
 
 logger = Logger()

@@ -17,7 +17,6 @@ from tagih import clock
 from tagih.api.app import RoutePolicy, create_resolver
 from tagih.api.invoice_view import InvoiceLineView, InvoiceView
 from tagih.api.subscription_view import SubscriptionView
-from tagih.domain import billing
 from tagih.domain.invoices import percent_from_bps
 from tagih.domain.money import Currency
 from tagih.domain.subscriptions import (
@@ -26,6 +25,7 @@ from tagih.domain.subscriptions import (
     ScheduledChange,
 )
 from tagih.observability import TRACED_LIBRARIES
+from tagih.services import plan_changes, subscriptions
 from tagih.wiring import default_billing
 
 logger = Logger()
@@ -128,7 +128,7 @@ class PlanChangePreviewView(BaseModel):
     subscription: SubscriptionView = Field(description="The subscription as the change would leave it.")
 
     @classmethod
-    def of(cls, preview: billing.PlanChangePreview) -> PlanChangePreviewView:
+    def of(cls, preview: plan_changes.PlanChangePreview) -> PlanChangePreviewView:
         decision, invoice = preview.decision, preview.invoice
         after = SubscriptionView.of(preview.subscription)
         return cls(
@@ -154,7 +154,7 @@ class PlanChangePreviewView(BaseModel):
 # -- routes ------------------------------------------------------------------------------------------
 @app.get("/billing/subscription", summary="The organization's current subscription", tags=TAGS)
 def current_subscription() -> SubscriptionView:
-    found = billing.current_subscription(default_billing(), app.auth.organization_id, clock.now())
+    found = subscriptions.current_subscription(default_billing(), app.auth.organization_id, clock.now())
     return SubscriptionView.of(found)
 
 
@@ -169,7 +169,7 @@ def current_subscription() -> SubscriptionView:
     responses=SUBSCRIBE_RESPONSES,
 )
 def subscribe(body: CreateSubscription) -> SubscriptionView:
-    subscribed = billing.subscribe(
+    subscribed = subscriptions.subscribe(
         default_billing(),
         organization_id=app.auth.organization_id,
         plan_slug=body.plan,
@@ -186,7 +186,7 @@ def subscribe(body: CreateSubscription) -> SubscriptionView:
 
 @app.get("/billing/subscriptions/<subscription_id>", summary="Get a subscription", tags=TAGS)
 def get_subscription(subscription_id: SubscriptionId) -> SubscriptionView:
-    found = billing.get_subscription(default_billing(), app.auth.organization_id, subscription_id)
+    found = subscriptions.get_subscription(default_billing(), app.auth.organization_id, subscription_id)
     return SubscriptionView.of(found)
 
 
@@ -197,7 +197,7 @@ def get_subscription(subscription_id: SubscriptionId) -> SubscriptionView:
     tags=TAGS,
 )
 def cancel_subscription(subscription_id: SubscriptionId) -> SubscriptionView:
-    cancelled = billing.cancel_subscription(
+    cancelled = subscriptions.cancel_subscription(
         default_billing(), app.auth.organization_id, subscription_id, clock.now()
     )
     logger.info(
@@ -212,7 +212,7 @@ def cancel_subscription(subscription_id: SubscriptionId) -> SubscriptionView:
     tags=TAGS,
 )
 def reactivate_subscription(subscription_id: SubscriptionId) -> SubscriptionView:
-    reactivated = billing.reactivate_subscription(
+    reactivated = subscriptions.reactivate_subscription(
         default_billing(), app.auth.organization_id, subscription_id, clock.now()
     )
     logger.info("subscription reactivated", extra={"subscription_id": subscription_id})
@@ -220,7 +220,7 @@ def reactivate_subscription(subscription_id: SubscriptionId) -> SubscriptionView
 
 
 def _change(subscription_id: str, body: ChangePlan) -> PlanChangeView:
-    changed = billing.change_plan(
+    changed = plan_changes.change_plan(
         default_billing(),
         app.auth.organization_id,
         subscription_id,
@@ -279,7 +279,7 @@ def update_subscription(subscription_id: SubscriptionId, body: ChangePlan) -> Pl
     },
 )
 def preview_change(subscription_id: SubscriptionId, body: PreviewPlanChange) -> PlanChangePreviewView:
-    preview = billing.preview_plan_change(
+    preview = plan_changes.preview_plan_change(
         default_billing(),
         app.auth.organization_id,
         subscription_id,

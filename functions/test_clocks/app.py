@@ -25,7 +25,7 @@ from tagih.observability import TRACED_LIBRARIES
 from tagih.store import test_clocks
 
 if TYPE_CHECKING:
-    from tagih.domain import lifecycle
+    from tagih.services import lifecycle
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_LIBRARIES)
@@ -125,7 +125,7 @@ def get_test_clock() -> TestClockView:
 )
 def advance_test_clock(body: AdvanceTestClock) -> AdvancedTestClock:
     # The lifecycle actions (billing, charging, every store) are this route's alone: reads never load them.
-    from tagih.domain import lifecycle
+    from tagih.services.test_clocks import advance
     from tagih.wiring import default_billing
 
     _not_on_prod()
@@ -136,7 +136,7 @@ def advance_test_clock(body: AdvanceTestClock) -> AdvancedTestClock:
         raise InvalidField("to", "Must be later than the clock's frozen_time.")
     if to - found.frozen_time > MAX_ADVANCE:
         raise InvalidField("to", "At most two years ahead of the clock's frozen_time per call.")
-    ran = lifecycle.advance(default_billing(), org, since=found.frozen_time, until=to)
+    ran = advance(default_billing(), org, since=found.frozen_time, until=to)
     moved = test_clocks.move_test_clock(found, to)
     processed = [
         ProcessedAction(at=at.replace(microsecond=0), action=name, object_id=_object_of(result))

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tagih import clock
 from tagih.api.app import create_resolver
-from tagih.domain import usage
 from tagih.domain.usage import (
     MAX_EVENTS,
     PERIOD_PATTERN,
@@ -24,9 +23,11 @@ from tagih.domain.usage import (
     UsageHistory,
     UsageReceipt,
     UsageView,
+    normalize_metric,
 )
 from tagih.events.publisher import default_publisher
 from tagih.observability import TRACED_LIBRARIES
+from tagih.services import usage
 from tagih.store.usage import default_terms, default_usage_items
 
 logger = Logger()
@@ -111,7 +112,7 @@ def usage_history(period: Months = "6m") -> UsageHistory:
 def metric_usage(metric: Metric, period: Period = None) -> MetricUsageView:
     return usage.metric_usage(
         app.auth.organization_id,
-        usage.normalize_metric(metric),
+        normalize_metric(metric),
         period,
         store=default_usage_items(),
         terms=default_terms(),

@@ -26,10 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tagih import clock
 from tagih.config import get_settings
-from tagih.domain import usage
 from tagih.domain.usage import MAX_EVENTS, UsageEvent
 from tagih.events.publisher import default_publisher
 from tagih.observability import TRACED_LIBRARIES
+from tagih.services import usage
 from tagih.store.test_clocks import frozen_time_of
 from tagih.store.usage import default_terms, default_usage_items
 

@@ -3,7 +3,7 @@ auto-recharge settings (owners and admins), and the ledger, newest first.
 
 A top-up charges through the same payments code as invoices (one charge per transaction however
 often it is retried); a card credits at once, a virtual account or e-wallet when its notification
-arrives (``domain.wallet.WalletPaymentListener``). Responses are not logged: a pending top-up
+arrives (``services.wallet.WalletPaymentListener``). Responses are not logged: a pending top-up
 carries the payer's virtual account number.
 """
 
@@ -21,15 +21,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from tagih import clock
 from tagih.api.app import create_resolver
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
-from tagih.domain import wallet
 from tagih.domain.money import Currency
-from tagih.domain.wallet import PaymentInstructionsData, TransactionStatus, TransactionType
+from tagih.domain.wallet import (
+    PaymentInstructionsData,
+    TransactionStatus,
+    TransactionType,
+    Wallet,
+    WalletTransaction,
+)
 from tagih.observability import TRACED_LIBRARIES
+from tagih.services import wallet
 from tagih.store.accounts import default_account_items
 from tagih.store.wallet import default_wallet_items
 
 if TYPE_CHECKING:
-    from tagih.domain.billing import Billing
+    from tagih.services.context import Billing
 
 logger = Logger()
 tracer = Tracer(patch_modules=TRACED_LIBRARIES)
@@ -91,7 +97,7 @@ class WalletView(BaseModel):
     updated_at: datetime | None = Field(description="`null` until the wallet is first topped up or set.")
 
     @classmethod
-    def of(cls, stored: wallet.Wallet, now: datetime) -> WalletView:
+    def of(cls, stored: Wallet, now: datetime) -> WalletView:
         settings = stored.auto_recharge
         return cls(
             organization_id=stored.organization_id,
@@ -132,7 +138,7 @@ class WalletTransactionView(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, entry: wallet.WalletTransaction) -> WalletTransactionView:
+    def of(cls, entry: WalletTransaction) -> WalletTransactionView:
         return cls(
             **entry.model_dump(
                 exclude={"organization_id", "created_at", "updated_at", "payment_instructions"}

@@ -22,12 +22,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tagih import clock
 from tagih.config import get_settings
-from tagih.domain import webhooks
 from tagih.domain.webhook_urls import system_resolver
+from tagih.domain.webhooks import DeliveryRef, RetryPolicy
 from tagih.events.models import BillingEvent
 from tagih.gateways.webhook_http import HttpTransport
 from tagih.gateways.webhook_queue import default_delivery_queue
 from tagih.observability import TRACED_LIBRARIES
+from tagih.services import webhooks
 from tagih.store.webhooks import default_delivery_items, default_webhook_items
 
 logger = Logger()
@@ -49,7 +50,7 @@ def handle_record(record: SQSRecord) -> None:
             "event fanned out", extra={"event_id": event.id, "type": event.type, "deliveries": len(queued)}
         )
         return
-    ref = webhooks.DeliveryRef.model_validate(message)
+    ref = DeliveryRef.model_validate(message)
     settings = get_settings()
     outcome = webhooks.attempt_delivery(
         ref,
@@ -58,7 +59,7 @@ def handle_record(record: SQSRecord) -> None:
         queue=default_delivery_queue(),
         transport=transport,
         resolve=system_resolver,
-        policy=webhooks.RetryPolicy(
+        policy=RetryPolicy(
             base_seconds=settings.webhook_retry_base_seconds,
             max_delay_seconds=settings.webhook_retry_max_delay_seconds,
             window_seconds=settings.webhook_retry_window_seconds,

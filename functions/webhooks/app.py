@@ -19,12 +19,12 @@ from tagih import clock
 from tagih.api.app import RoutePolicy, create_resolver
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.config import get_settings
-from tagih.domain import webhooks
 from tagih.domain.webhook_urls import system_resolver
-from tagih.domain.webhooks import DeliveryStatus
+from tagih.domain.webhooks import Delivery, DeliveryStatus, WebhookEndpoint
 from tagih.events.models import EventType
 from tagih.gateways.webhook_queue import default_delivery_queue
 from tagih.observability import TRACED_LIBRARIES
+from tagih.services import webhooks
 from tagih.store.webhooks import default_delivery_items, default_webhook_items
 
 logger = Logger()
@@ -69,7 +69,7 @@ class WebhookView(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, endpoint: webhooks.WebhookEndpoint) -> WebhookView:
+    def of(cls, endpoint: WebhookEndpoint) -> WebhookView:
         return cls(
             id=endpoint.id,
             url=endpoint.url,
@@ -114,7 +114,7 @@ class DeliveryView(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, delivery: webhooks.Delivery) -> DeliveryView:
+    def of(cls, delivery: Delivery) -> DeliveryView:
         return cls(
             id=delivery.id,
             webhook_id=delivery.webhook_id,
