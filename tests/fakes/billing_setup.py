@@ -12,9 +12,9 @@ from typing import Any
 import boto3
 
 from local.midtrans_fake import MidtransFake
+from tagih.domain.gateway_names import charge_reference
 from tagih.domain.invoices import Invoice
 from tagih.domain.payments import Payment
-from tagih.gateways.names import charge_reference
 from tests.conftest import TABLE_NAME
 from tests.fakes.gateway_env import received_events
 from tests.fakes.lambda_runtime import call_api

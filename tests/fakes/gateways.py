@@ -14,17 +14,17 @@ import threading
 from dataclasses import dataclass, field
 
 from tagih.domain.errors import PaymentDeclined
-from tagih.gateways.port import (
+from tagih.domain.gateway import (
     AttachedMethod,
     AttachRequest,
     ChargeRequest,
     ChargeResult,
     Customer,
-    GatewayName,
     GatewayNotification,
     PaymentGateway,
     PaymentStatus,
 )
+from tagih.domain.gateway_names import GatewayName
 
 DECLINED_REASON = "Card declined by the issuer"
 # Stripe's test payment-method ids name the card: pm_card_visa, pm_card_mastercard, …

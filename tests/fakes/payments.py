@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tagih.domain.errors import GatewayUnavailable
-from tagih.domain.payments import Payment, PaymentFailed, PaymentSettled, ProcessedEvent, TransitionResult
-from tagih.gateways.port import (
+from tagih.domain.gateway import (
     AttachedMethod,
     AttachRequest,
     ChargeRequest,
     ChargeResult,
     Customer,
-    GatewayName,
     GatewayNotification,
     PaymentStatus,
 )
+from tagih.domain.gateway_names import GatewayName
+from tagih.domain.payments import Payment, PaymentFailed, PaymentSettled, ProcessedEvent, TransitionResult
 
 
 class InMemoryPayments:

@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tagih.domain.accounts import ensure_gateway_customer
+from tagih.services.accounts import ensure_gateway_customer
 from tagih.store.accounts import default_account_items
 from tests.conftest import TABLE_NAME
 from tests.fakes.gateways import FakeGateway

@@ -11,10 +11,11 @@ import pytest
 
 from local.midtrans_fake import MidtransFake
 from tagih.domain.errors import GatewayUnavailable, PaymentDeclined
-from tagih.domain.payments import Payment, charge_invoice_attempt
+from tagih.domain.gateway import AttachedMethod, AttachRequest, ChargeRequest, Customer
+from tagih.domain.payments import Payment
 from tagih.gateways.midtrans_gateway import MidtransGateway
-from tagih.gateways.port import AttachedMethod, AttachRequest, ChargeRequest, Customer
 from tagih.gateways.stripe_gateway import StripeGateway
+from tagih.services.charging import charge_attempt
 from tagih.store.payments import default_payment_items
 from tests.fakes.localstripe_server import KEYS as STRIPE_KEYS
 from tests.fakes.localstripe_server import HangingServer, LocalStripe, running_localstripe
@@ -68,9 +69,7 @@ def charge_many_times(
     """The same attempt from a Lambda retry, a duplicate timer and a double click, all at once."""
     payments = default_payment_items()
     with ThreadPoolExecutor(max_workers=times) as pool:
-        futures = [
-            pool.submit(charge_invoice_attempt, gateway, payments, charge, "invoice") for _ in range(times)
-        ]
+        futures = [pool.submit(charge_attempt, gateway, payments, charge, "invoice") for _ in range(times)]
         return [future.result() for future in futures]
 
 
@@ -131,7 +130,7 @@ def test_a_declined_attempt_is_recorded_once_and_every_retry_gets_the_same_402(
     reasons = []
     for _ in range(3):
         with pytest.raises(PaymentDeclined) as declined:
-            charge_invoice_attempt(gateway, payments, charge, "invoice")
+            charge_attempt(gateway, payments, charge, "invoice")
         reasons.append(declined.value.reason)
 
     assert len(set(reasons)) == 1
@@ -149,7 +148,7 @@ def test_a_hanging_gateway_is_unavailable_and_records_no_charge(aws: None, midtr
     )
     midtrans_charge = request(hanging_card, invoice="inv_c3")
     with pytest.raises(GatewayUnavailable):
-        charge_invoice_attempt(
+        charge_attempt(
             MidtransGateway(midtrans_settings(midtrans, timeout=1.0), MIDTRANS_KEYS),
             payments,
             midtrans_charge,
@@ -164,7 +163,7 @@ def test_a_hanging_gateway_is_unavailable_and_records_no_charge(aws: None, midtr
         )
         stripe_charge = request(stripe_card, invoice="inv_c4", customer_id="cus_hang")
         with pytest.raises(GatewayUnavailable):
-            charge_invoice_attempt(
+            charge_attempt(
                 StripeGateway(stripe_settings(hanging.url, timeout=1.0), STRIPE_KEYS),
                 payments,
                 stripe_charge,

@@ -1,6 +1,6 @@
 """Gateway notifications through the real handler (``functions/gateway_webhooks``) on moto.
 
-The payment is created the way production creates it (``charge_invoice_attempt`` with the adapter
+The payment is created the way production creates it (``charge_attempt`` with the adapter
 the registry builds from the environment and the Secrets Manager secret), at the local Midtrans
 fake over HTTP. Notifications are the exact bytes the fake POSTs (caught by a ``NotificationInbox``)
 and are handed to the handler as API Gateway would. Nothing of the project is patched (one race
@@ -29,10 +29,11 @@ import pytest
 
 from local.midtrans_fake import MidtransFake, signature
 from tagih import clock
-from tagih.domain.payments import Payment, charge_invoice_attempt
-from tagih.gateways.port import AttachedMethod, ChargeRequest, Customer
+from tagih.domain.gateway import AttachedMethod, ChargeRequest, Customer
+from tagih.domain.payments import Payment
 from tagih.gateways.registry import default_gateways, reset_default_gateways
 from tagih.gateways.secrets import reset_secrets
+from tagih.services.charging import charge_attempt
 from tagih.store.payments import default_payment_items
 from tagih.store.table import reset_clients
 from tests.conftest import TABLE_NAME
@@ -177,7 +178,7 @@ def charge_request(invoice_id: str, amount: int = AMOUNT) -> ChargeRequest:
 
 def record_va_payment(invoice_id: str | None = None) -> Payment:
     """A BCA virtual-account payment, charged as production charges it: pending until the payer pays."""
-    payment = charge_invoice_attempt(
+    payment = charge_attempt(
         default_gateways().get("midtrans"),
         default_payment_items(),
         charge_request(invoice_id or new_invoice_id()),
@@ -443,7 +444,7 @@ def test_two_deliveries_both_past_the_duplicate_check_still_settle_once(
 def test_a_settlement_of_another_amount_does_not_succeed_the_payment(
     midtrans: MidtransFake, inbox: NotificationInbox, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # charge_invoice_attempt sends the amount it records, so it cannot produce a mismatch. Build the
+    # charge_attempt sends the amount it records, so it cannot produce a mismatch. Build the
     # one it guards against with the same store and adapter: Tagih's record of the attempt says
     # Rp 150.000 while the transaction under that order_id at Midtrans is for Rp 299.000 (a stale
     # record, or another system charging on the same merchant account with a colliding order_id).

@@ -1,11 +1,12 @@
-"""The lifecycle actions timers and test clocks call (``domain.lifecycle``), on moto, charging through
-the real Midtrans adapter at the local Midtrans fake: trial end (paid, declined), dunning retries
-(recovered, exhausted), renewal, grace end, incomplete expiry, stale and early firings that change
-and charge nothing, and what falls due in time order.
+"""The lifecycle actions timers and test clocks call (``services.lifecycle``, ``services.dunning``,
+``services.test_clocks``), on moto, charging through the real Midtrans adapter at the local
+Midtrans fake: trial end (paid, declined), dunning retries (recovered, exhausted), renewal, grace
+end, incomplete expiry, stale and early firings that change and charge nothing, and what falls due
+in time order.
 
-States are built through the real services (``billing.subscribe`` with ``wiring.default_billing()``);
-trials last an hour (``Billing(trial_length=...)``). A saved card is made to decline by giving it a
-token containing ``decline``, which the fake refuses."""
+States are built through the real services (``subscriptions.subscribe`` with
+``wiring.default_billing()``); trials last an hour (``Billing(trial_length=...)``). A saved card
+is made to decline by giving it a token containing ``decline``, which the fake refuses."""
 
 from __future__ import annotations
 
@@ -18,12 +19,11 @@ import pytest
 
 from local.midtrans_fake import MidtransFake
 from tagih import wiring
-from tagih.domain import billing as services
-from tagih.domain import lifecycle
-from tagih.domain.billing import Billing, SubscriptionStore
 from tagih.domain.errors import GatewayUnavailable
 from tagih.domain.invoices import Invoice
-from tagih.domain.subscriptions import Subscription
+from tagih.domain.subscriptions import Subscription, SubscriptionStore
+from tagih.services import dunning, lifecycle, subscriptions, test_clocks
+from tagih.services.context import Billing
 from tests.fakes.billing_setup import (
     CARD_TOKEN,
     DECLINING,
@@ -60,7 +60,7 @@ def stored(billing: Billing) -> Subscription:
 
 def trialing(billing: Billing, method: dict[str, Any] | None = None) -> tuple[Subscription, str]:
     card = add_method(ORG, method or {"type": "credit_card", "token": CARD_TOKEN})
-    subscribed = services.subscribe(
+    subscribed = subscriptions.subscribe(
         billing, organization_id=ORG, plan_slug="pro", cycle="monthly", payment_method_id=card, now=T0
     )
     assert subscribed.subscription.status == "trialing"
@@ -133,9 +133,9 @@ def test_a_retry_that_succeeds_recovers_the_subscription(billing: Billing, midtr
     assert first.next_retry_at is not None
     invoice_id, failed_at = first.invoice.id, T0 + TRIAL
 
-    too_early = lifecycle.retry_payment_action(billing, ORG, invoice_id, 1, first.next_retry_at - DAY / 2)
-    retry1 = lifecycle.retry_payment_action(billing, ORG, invoice_id, 1, first.next_retry_at)
-    duplicate = lifecycle.retry_payment_action(billing, ORG, invoice_id, 1, first.next_retry_at)
+    too_early = dunning.retry_payment_action(billing, ORG, invoice_id, 1, first.next_retry_at - DAY / 2)
+    retry1 = dunning.retry_payment_action(billing, ORG, invoice_id, 1, first.next_retry_at)
+    duplicate = dunning.retry_payment_action(billing, ORG, invoice_id, 1, first.next_retry_at)
     assert (too_early.reason, duplicate.reason) == ("early", "stale")
     assert (retry1.reason, retry1.next_retry_at) == ("payment_failed", failed_at + 3 * DAY)
     assert retry1.invoice is not None
@@ -143,8 +143,8 @@ def test_a_retry_that_succeeds_recovers_the_subscription(billing: Billing, midtr
     assert stored(billing).status == "past_due"
 
     set_card_token(ORG, card, good)
-    retry2 = lifecycle.retry_payment_action(billing, ORG, invoice_id, 2, failed_at + 3 * DAY)
-    replayed = lifecycle.retry_payment_action(billing, ORG, invoice_id, 2, failed_at + 3 * DAY)
+    retry2 = dunning.retry_payment_action(billing, ORG, invoice_id, 2, failed_at + 3 * DAY)
+    replayed = dunning.retry_payment_action(billing, ORG, invoice_id, 2, failed_at + 3 * DAY)
 
     assert (retry2.status, retry2.reason, replayed.status) == ("done", "paid", "skipped")
     assert stored(billing).status == "active"
@@ -159,7 +159,7 @@ def test_when_every_retry_fails_the_invoice_is_uncollectible_and_the_org_on_free
     trial, card = trialing(billing)
     set_card_token(ORG, card, DECLINING)
 
-    ran = lifecycle.advance(billing, ORG, T0, T0 + 30 * DAY)
+    ran = test_clocks.advance(billing, ORG, T0, T0 + 30 * DAY)
 
     failed_at = T0 + TRIAL
     assert [(at, name, result.reason) for at, name, result in ran] == [
@@ -178,14 +178,14 @@ def test_when_every_retry_fails_the_invoice_is_uncollectible_and_the_org_on_free
     assert current.status == 200, current.raw
     assert (current.body["plan"], current.body["status"]) == ("free", "active")
     assert event_types(events)[-1] == "billing.subscription.cancelled"
-    assert lifecycle.due_actions(billing, ORG, T0 + 365 * DAY) == []
+    assert test_clocks.due_actions(billing, ORG, T0 + 365 * DAY) == []
     assert trial.id is not None
 
 
 def test_renewal_moves_the_period_and_invoices_pro_with_ppn(billing: Billing, midtrans: MidtransFake) -> None:
     mark_trialled(ORG)
     card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
-    started = services.subscribe(
+    started = subscriptions.subscribe(
         billing, organization_id=ORG, plan_slug="pro", cycle="monthly", payment_method_id=card, now=T0
     ).subscription
     assert started.status == "active"
@@ -226,7 +226,7 @@ def test_a_declined_renewal_is_past_due_with_its_first_retry_scheduled(
 ) -> None:
     mark_trialled(ORG)
     card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
-    started = services.subscribe(
+    started = subscriptions.subscribe(
         billing, organization_id=ORG, plan_slug="pro", cycle="monthly", payment_method_id=card, now=T0
     ).subscription
     assert started.id is not None
@@ -245,7 +245,7 @@ def test_a_declined_renewal_is_past_due_with_its_first_retry_scheduled(
 def test_the_customer_paying_a_dunned_invoice_ends_past_due(billing: Billing, midtrans: MidtransFake) -> None:
     mark_trialled(ORG)
     card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
-    started = services.subscribe(
+    started = subscriptions.subscribe(
         billing, organization_id=ORG, plan_slug="pro", cycle="monthly", payment_method_id=card, now=T0
     ).subscription
     assert started.id is not None
@@ -267,16 +267,14 @@ def test_the_customer_paying_a_dunned_invoice_ends_past_due(billing: Billing, mi
     assert paid.body["status"] == "paid"
     assert stored(billing).status == "active"
     # The dunning retry that was scheduled finds nothing to do.
-    retry = lifecycle.retry_payment_action(
-        billing, ORG, failed.invoice.id, 1, started.current_period_end + DAY
-    )
+    retry = dunning.retry_payment_action(billing, ORG, failed.invoice.id, 1, started.current_period_end + DAY)
     assert retry.status == "skipped"
 
 
 def test_grace_end_cancels_to_free(billing: Billing, midtrans: MidtransFake, events: str) -> None:
     trial, _ = trialing(billing)
     assert trial.id is not None
-    in_grace = services.cancel_subscription(billing, ORG, trial.id, T0 + TRIAL / 4)
+    in_grace = subscriptions.cancel_subscription(billing, ORG, trial.id, T0 + TRIAL / 4)
     ends = in_grace.grace_period_ends_at
     assert in_grace.status == "grace_period"
     assert ends is not None
@@ -298,7 +296,7 @@ def test_an_expired_incomplete_subscription_is_cancelled_with_its_invoice_void(
 ) -> None:
     mark_trialled(ORG)
     bca = add_method(ORG, {"type": "bank_transfer", "bank": "bca"})
-    started = services.subscribe(
+    started = subscriptions.subscribe(
         billing, organization_id=ORG, plan_slug="pro", cycle="monthly", payment_method_id=bca, now=T0
     )
     sub, invoice = started.subscription, started.invoice
@@ -320,19 +318,19 @@ def test_due_actions_lists_what_falls_due_in_time_order(billing: Billing, midtra
     trial, _ = trialing(long_trial)
     ends = T0 + timedelta(days=14)
 
-    assert lifecycle.due_actions(long_trial, ORG, T0 + DAY) == []
-    due = lifecycle.due_actions(long_trial, ORG, T0 + 60 * DAY)
+    assert test_clocks.due_actions(long_trial, ORG, T0 + DAY) == []
+    due = test_clocks.due_actions(long_trial, ORG, T0 + 60 * DAY)
     assert [(d.at, d.name) for d in due] == [(ends - 3 * DAY, "trial_will_end"), (ends, "end_trial")]
-    assert [d.name for d in lifecycle.due_actions(long_trial, ORG, ends, since=ends - 3 * DAY)] == [
+    assert [d.name for d in test_clocks.due_actions(long_trial, ORG, ends, since=ends - 3 * DAY)] == [
         "end_trial"
     ]
 
-    ran = lifecycle.advance(long_trial, ORG, T0, ends + 40 * DAY)
+    ran = test_clocks.advance(long_trial, ORG, T0, ends + 40 * DAY)
 
     assert [name for _, name, _ in ran] == ["trial_will_end", "end_trial", "renew"]
     assert [result.status for _, _, result in ran] == ["done", "done", "done"]
     assert len(invoice_charges(midtrans)) == 2
-    nxt = lifecycle.due_actions(long_trial, ORG, ends + 365 * DAY)
+    nxt = test_clocks.due_actions(long_trial, ORG, ends + 365 * DAY)
     assert [d.name for d in nxt] == ["renew"]
     assert nxt[0].at == stored(long_trial).current_period_end
     assert trial.id is not None

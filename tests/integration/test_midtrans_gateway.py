@@ -13,8 +13,9 @@ import pytest
 
 from local.midtrans_fake import MidtransFake
 from tagih.domain.errors import GatewayUnavailable, InvalidSignature, PaymentDeclined
+from tagih.domain.gateway import AttachedMethod, AttachRequest, ChargeRequest, Customer
+from tagih.domain.gateway_names import Bank
 from tagih.gateways.midtrans_gateway import MidtransGateway, verification_order_id
-from tagih.gateways.port import AttachedMethod, AttachRequest, Bank, ChargeRequest, Customer
 from tagih.gateways.secrets import MidtransKeys
 from tests.fakes.midtrans_server import KEYS, NotificationInbox, running_midtrans_fake, settings_for
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tagih.domain.errors import GatewayUnavailable, InvalidSignature, PaymentDeclined
-from tagih.gateways.port import AttachedMethod, AttachRequest, ChargeRequest, Customer
+from tagih.domain.gateway import AttachedMethod, AttachRequest, ChargeRequest, Customer
 from tagih.gateways.registry import Gateways
 from tagih.gateways.secrets import StripeKeys
 from tagih.gateways.stripe_gateway import StripeGateway

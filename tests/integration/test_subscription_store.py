@@ -16,16 +16,13 @@ from tagih.api.errors import status_and_code
 from tagih.domain.catalog import TaxRate, default_catalog
 from tagih.domain.errors import AlreadySubscribed, SubscriptionNotFound, VersionConflict
 from tagih.domain.invoices import Invoice, draft_invoice, mark_paid
-from tagih.domain.subscriptions import (
-    StartDecision,
-    Subscription,
+from tagih.domain.plan_changes import apply_change, preview_change
+from tagih.domain.subscriptions import StartDecision, Subscription, free_subscription
+from tagih.domain.transitions import (
     activate_after_first_payment,
-    apply_change,
     cancel,
     end_grace,
     expire_incomplete,
-    free_subscription,
-    preview_change,
     start_subscription,
 )
 from tagih.store.invoices import InvoiceItems, invoice_key

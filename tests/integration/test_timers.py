@@ -20,7 +20,8 @@ from local.midtrans_fake import MidtransFake
 from tagih import clock
 from tagih.clock import parse_rfc3339, to_rfc3339
 from tagih.domain.catalog import default_catalog
-from tagih.domain.subscriptions import Subscription, start_subscription
+from tagih.domain.subscriptions import Subscription
+from tagih.domain.transitions import start_subscription
 from tagih.store.subscriptions import SubscriptionItems, subscription_item
 from tagih.store.table import table
 from tests.conftest import TABLE_NAME

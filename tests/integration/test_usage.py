@@ -17,7 +17,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tagih import clock
-from tagih.domain.usage import UsageEvent, report_usage
+from tagih.domain.usage import UsageEvent
+from tagih.services.usage import report_usage
 from tagih.store.table import reset_clients
 from tagih.store.usage import UsageItems, default_terms, default_usage_items
 from tests.conftest import BUS_NAME, TABLE_NAME

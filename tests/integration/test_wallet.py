@@ -3,9 +3,9 @@ charging through the real Midtrans adapter at the local Midtrans fake over HTTP.
 
 Top-ups: a card credits once (an Idempotency-Key replay charges nothing more); a BCA virtual account
 stays pending until Midtrans' settlement notification (the exact bytes the fake sends, through
-``payments.receive_notification`` with the wallet's listener) credits it, once however often it is
+``notifications.receive_notification`` with the wallet's listener) credits it, once however often it is
 delivered; a declined card is 402 and kept failed; an expired transfer fails. Paying invoices:
-``pay_from_wallet`` in full and in part, never twice, ``return_invoice_credit``; auto-recharge once
+``pay_from_wallet_first`` in full and in part, never twice, ``return_wallet_credit``; auto-recharge once
 per crossing, never two in flight, within the monthly limit, resumed with the same reference after a
 crash; and 20 concurrent debits that never overdraw the wallet. What is checked is what a user
 sees: HTTP answers, the wallet and its ledger, the invoices, the gateway's charges and the events.
@@ -27,13 +27,14 @@ import pytest
 from local.midtrans_fake import MidtransFake
 from tagih import clock
 from tagih.domain import payments
-from tagih.domain.billing import Billing
 from tagih.domain.catalog import TaxRate
 from tagih.domain.errors import VersionConflict
 from tagih.domain.invoices import Invoice, InvoiceLine, draft_invoice
-from tagih.domain.wallet import WalletPaymentListener, pay_from_wallet, return_invoice_credit
 from tagih.events.catalog import catalog
 from tagih.gateways.registry import default_gateways
+from tagih.services import notifications
+from tagih.services.context import Billing
+from tagih.services.wallet import WalletPaymentListener, pay_from_wallet_first, return_wallet_credit
 from tagih.store.gateway_events import default_gateway_event_items
 from tagih.store.invoices import InvoiceItems, default_invoice_items
 from tagih.store.payments import default_payment_items
@@ -210,7 +211,7 @@ def notification(inbox: NotificationInbox, send: Callable[[], dict[str, Any]]) -
 
 def deliver(body: bytes, listener: WalletPaymentListener) -> payments.NotificationOutcome:
     """A Midtrans notification, as the gateway notifications function receives it."""
-    return payments.receive_notification(
+    return notifications.receive_notification(
         default_gateways().get("midtrans"),
         default_payment_items(),
         default_gateway_event_items(),
@@ -496,7 +497,7 @@ def test_the_wallet_pays_an_invoice_in_full_once(midtrans: MidtransFake, frozen:
     invoice = stored_invoice(100_000)  # 111.000 with PPN
     services = billing()
 
-    paid = pay_from_wallet(services, invoice, clock.now())
+    paid = pay_from_wallet_first(services, invoice, clock.now())
 
     assert (paid.credits_applied, paid.amount_due, paid.status) == (111_000, 0, "open")
     assert (paid.version, paid.updated_at) == (invoice.version + 1, clock.now())
@@ -512,9 +513,9 @@ def test_the_wallet_pays_an_invoice_in_full_once(midtrans: MidtransFake, frozen:
     assert payment["invoice_id"] == invoice.id
 
     # Again with what it returned: nothing left to pay. Again with the stale copy: refused.
-    assert pay_from_wallet(services, paid, clock.now()) == paid
+    assert pay_from_wallet_first(services, paid, clock.now()) == paid
     with pytest.raises(VersionConflict):
-        pay_from_wallet(services, invoice, clock.now())
+        pay_from_wallet_first(services, invoice, clock.now())
     assert wallet()["balance"] == 389_000
     assert default_invoice_items().get(ORG, invoice.id) == paid
     assert ledger_sum() == 389_000
@@ -529,16 +530,16 @@ def test_the_wallet_pays_part_of_a_draft_and_gives_it_back_when_the_draft_is_dro
     draft = stored_invoice(100_000, finalize=False)
     services = billing()
 
-    partly = pay_from_wallet(services, draft, clock.now())
+    partly = pay_from_wallet_first(services, draft, clock.now())
 
     assert (partly.status, partly.credits_applied, partly.amount_due) == ("draft", 50_000, 61_000)
     assert wallet()["balance"] == 0
     # Empty now: another invoice gets nothing from it.
     other = stored_invoice(100_000)
-    assert pay_from_wallet(services, other, clock.now()) == other
+    assert pay_from_wallet_first(services, other, clock.now()) == other
 
     frozen.at = NOW + timedelta(seconds=2)
-    returned = return_invoice_credit(services, partly, clock.now())
+    returned = return_wallet_credit(services, partly, clock.now())
 
     assert (returned.credits_applied, returned.amount_due, returned.version) == (
         0,
@@ -554,7 +555,7 @@ def test_the_wallet_pays_part_of_a_draft_and_gives_it_back_when_the_draft_is_dro
         50_000,
         draft.id,
     )
-    assert return_invoice_credit(services, returned, clock.now()) == returned
+    assert return_wallet_credit(services, returned, clock.now()) == returned
     assert ledger_sum() == 50_000
 
 
@@ -571,9 +572,9 @@ def test_the_wallet_leaves_alone_an_invoice_awaiting_a_transfer_or_in_another_cu
     invoices.replace(with_url, awaiting.version)
     services = billing()
 
-    assert pay_from_wallet(services, with_url, clock.now()) == with_url
+    assert pay_from_wallet_first(services, with_url, clock.now()) == with_url
     dollars = with_url.model_copy(update={"currency": "USD", "payment_url": None})
-    assert pay_from_wallet(services, dollars, clock.now()) == dollars
+    assert pay_from_wallet_first(services, dollars, clock.now()) == dollars
     assert wallet()["balance"] == 500_000
 
 
@@ -593,7 +594,7 @@ def test_a_debit_crossing_the_threshold_starts_one_recharge_and_none_while_it_is
     assert set_auto_recharge(settings).status == 200
     services = billing()
 
-    pay_from_wallet(services, stored_invoice(100_000), clock.now())  # 200.000 → 89.000: crosses
+    pay_from_wallet_first(services, stored_invoice(100_000), clock.now())  # 200.000 → 89.000: crosses
 
     [recharge] = [t for t in transactions() if t["auto_recharge"]]
     assert (recharge["type"], recharge["status"], recharge["amount"]) == ("top_up", "pending", 150_000)
@@ -606,7 +607,7 @@ def test_a_debit_crossing_the_threshold_starts_one_recharge_and_none_while_it_is
 
     # Topped up by card over the threshold and crossing it again: the transfer is still awaited.
     topped_up(100_000)
-    pay_from_wallet(services, stored_invoice(100_000), clock.now())  # 189.000 → 78.000
+    pay_from_wallet_first(services, stored_invoice(100_000), clock.now())  # 189.000 → 78.000
 
     assert len([t for t in transactions() if t["auto_recharge"]]) == 1
     assert len(recharge_charges(midtrans)) == 1
@@ -644,7 +645,7 @@ def test_card_recharges_credit_at_once_until_the_monthly_limit(
     services = billing()
     balances = []
     for _ in range(3):  # each debit of 111.000 crosses 150.000
-        pay_from_wallet(services, stored_invoice(100_000), clock.now())
+        pay_from_wallet_first(services, stored_invoice(100_000), clock.now())
         balances.append(wallet()["balance"])
 
     # 200.000 → 89.000 + 100.000; 189.000 → 78.000 + 100.000; 178.000 → 67.000, the month's limit reached.
@@ -654,7 +655,7 @@ def test_card_recharges_credit_at_once_until_the_monthly_limit(
 
     frozen.at = datetime(2026, 4, 1, 0, 0, 1, tzinfo=UTC)  # a new month
     topped_up(100_000)  # back over the threshold
-    pay_from_wallet(services, stored_invoice(100_000), clock.now())  # 167.000 → 56.000 + 100.000
+    pay_from_wallet_first(services, stored_invoice(100_000), clock.now())  # 167.000 → 56.000 + 100.000
 
     shown = wallet()
     assert (shown["balance"], shown["auto_recharge"]["recharged_this_month"]) == (156_000, 100_000)
@@ -675,7 +676,7 @@ def test_a_declined_recharge_fails_quietly_and_the_invoice_stays_paid(midtrans: 
     set_card_token(ORG, method, DECLINING)
     invoice = stored_invoice(100_000)
 
-    paid = pay_from_wallet(billing(), invoice, clock.now())
+    paid = pay_from_wallet_first(billing(), invoice, clock.now())
 
     assert paid.amount_due == 0
     [recharge] = [t for t in transactions() if t["auto_recharge"]]
@@ -693,7 +694,7 @@ def test_a_recharge_whose_charge_never_finished_is_resumed_later_with_the_same_r
     working = set_card_token(ORG, method, "481111-hang-saved-1114")  # Midtrans does not answer
     services = billing()
 
-    pay_from_wallet(services, stored_invoice(100_000), clock.now())  # 500.000 → 389.000: crosses
+    pay_from_wallet_first(services, stored_invoice(100_000), clock.now())  # 500.000 → 389.000: crosses
 
     [recharge] = [t for t in transactions() if t["auto_recharge"]]
     assert recharge["status"] == "pending"
@@ -702,11 +703,11 @@ def test_a_recharge_whose_charge_never_finished_is_resumed_later_with_the_same_r
     set_card_token(ORG, method, working)
 
     frozen.at = NOW + timedelta(minutes=1)  # still possibly running elsewhere: left alone
-    pay_from_wallet(services, stored_invoice(10_000), clock.now())  # 389.000 → 377.900
+    pay_from_wallet_first(services, stored_invoice(10_000), clock.now())  # 389.000 → 377.900
     assert midtrans.charge_count(recharge["gateway_order_id"]) == 0
 
     frozen.at = NOW + timedelta(minutes=10)  # abandoned: the next debit charges it, same reference
-    pay_from_wallet(services, stored_invoice(10_000), clock.now())  # 377.900 → 366.800 + 100.000
+    pay_from_wallet_first(services, stored_invoice(10_000), clock.now())  # 377.900 → 366.800 + 100.000
 
     assert midtrans.charge_count(recharge["gateway_order_id"]) == 1
     assert len(recharge_charges(midtrans)) == 1
@@ -736,7 +737,7 @@ def test_twenty_concurrent_debits_never_overdraw_the_wallet_and_recharge_once(mi
 
     def pay(pair: tuple[Billing, Invoice]) -> Invoice:
         own, invoice = pair
-        return pay_from_wallet(own, invoice, clock.now())
+        return pay_from_wallet_first(own, invoice, clock.now())
 
     with ThreadPoolExecutor(max_workers=len(invoices)) as pool:
         results = list(pool.map(pay, zip(services, invoices, strict=True)))

@@ -12,9 +12,9 @@ from pypdf import PdfReader
 
 from tagih.domain.accounts import Address, BillingAccount
 from tagih.domain.catalog import TaxRate
+from tagih.domain.gateway import PaymentInstructions
 from tagih.domain.invoices import Invoice, InvoiceLine, draft_invoice, finalize, mark_paid
 from tagih.domain.payments import Payment
-from tagih.gateways.port import PaymentInstructions
 from tagih.invoices_pdf.document import content_digest, invoice_document
 from tagih.invoices_pdf.render import latin1, render_html
 from tagih.invoices_pdf.service import HostedPage, invoice_pdf, pay_section, pdf_key, render_hosted_page

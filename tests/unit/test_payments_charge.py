@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from tagih.domain.errors import GatewayUnavailable, PaymentDeclined
-from tagih.domain.payments import ChargeReferenceConflict, Payment, charge_invoice_attempt
-from tagih.gateways.port import AttachedMethod, ChargeRequest, ChargeResult, Customer, charge_reference
+from tagih.domain.gateway import AttachedMethod, ChargeRequest, ChargeResult, Customer
+from tagih.domain.gateway_names import charge_reference
+from tagih.domain.payments import ChargeReferenceConflict, Payment
+from tagih.services.charging import charge_attempt
 from tests.fakes.payments import InMemoryPayments, ScriptedGateway
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -35,9 +37,7 @@ def request(attempt: int = 1, amount: int = 299_000) -> ChargeRequest:
 
 
 def charge(gateway: ScriptedGateway, store: InMemoryPayments, req: ChargeRequest | None = None) -> Payment:
-    return charge_invoice_attempt(
-        gateway, store, req or request(), "invoice", payment_method_id="pm_1", now=clock
-    )
+    return charge_attempt(gateway, store, req or request(), "invoice", payment_method_id="pm_1", now=clock)
 
 
 def test_a_successful_charge_is_recorded_under_the_attempt_reference() -> None:

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from tagih.domain.payments import NotificationOutcome, Payment, record_verified_payment
-from tagih.gateways.port import GatewayName, GatewayNotification, PaymentStatus
+from tagih.domain.gateway import GatewayNotification, PaymentStatus
+from tagih.domain.gateway_names import GatewayName
+from tagih.domain.payments import NotificationOutcome, Payment
+from tagih.services.notifications import record_verified_payment
 from tests.fakes.payments import InMemoryPayments, RecordingListener, status
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)

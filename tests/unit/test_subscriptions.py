@@ -12,24 +12,28 @@ import pytest
 from tagih.api.errors import status_and_code
 from tagih.domain import errors
 from tagih.domain import subscriptions as s
+from tagih.domain.addons import addon_increments, attach_addon, change_addon_quantity, remove_addon
 from tagih.domain.catalog import Features, Limits, Plan, default_catalog
 from tagih.domain.errors import BillingError, InvalidField, OrganizationSuspended, VersionConflict
-from tagih.domain.subscriptions import (
-    BillingCycle,
-    StartDecision,
-    Subscription,
+from tagih.domain.plan_changes import apply_change, preview_change
+from tagih.domain.subscriptions import BillingCycle, StartDecision, Subscription, add_cycle
+from tagih.domain.transitions import (
     activate_after_first_payment,
     activate_enterprise,
-    add_cycle,
-    apply_change,
     cancel,
     end_grace,
     end_trial,
     expire_incomplete,
-    preview_change,
+    payment_recovered,
     reactivate,
     renew,
+    renewal_payment_failed,
+    retries_exhausted,
     start_subscription,
+    suspend,
+    trial_converted,
+    trial_payment_failed,
+    unsuspend,
 )
 
 PLANS = {plan.slug: plan for plan in default_catalog().plans}
@@ -144,9 +148,9 @@ def test_an_organization_without_a_subscription_is_on_free() -> None:
 def test_a_cancelled_subscription_leaves_free_and_a_live_one_is_shown_as_is() -> None:
     sub = active()
     assert s.current_or_free(ORG, sub, FREE, JAN_15) is sub
-    past_due = s.renewal_payment_failed(sub, JAN_15)
+    past_due = renewal_payment_failed(sub, JAN_15)
     assert past_due is not None
-    cancelled = s.retries_exhausted(past_due, JAN_15)
+    cancelled = retries_exhausted(past_due, JAN_15)
     assert cancelled is not None
     assert cancelled.status == "cancelled"
     assert s.current_or_free(ORG, cancelled, FREE, JAN_15).plan == "free"
@@ -344,7 +348,7 @@ def test_a_live_subscription_refuses_another() -> None:
             _start_over(existing)
         assert http(refused.value) == (409, "already_subscribed")
     with pytest.raises(OrganizationSuspended) as suspended:
-        _start_over(s.suspend(active(), "fraud review", JAN_30_NOON))
+        _start_over(suspend(active(), "fraud review", JAN_30_NOON))
     assert http(suspended.value) == (403, "organization_suspended")
 
 
@@ -383,10 +387,10 @@ def test_the_trial_end_bills_the_first_period_from_the_trial_end() -> None:
     )
     assert end_trial(ended, TRIAL_END + timedelta(hours=3)) is None  # duplicate
 
-    converted = s.trial_converted(ended, TRIAL_END + timedelta(hours=2))
+    converted = trial_converted(ended, TRIAL_END + timedelta(hours=2))
     assert converted is not None
     assert (converted.status, converted.version) == ("active", 3)
-    assert s.trial_converted(converted, TRIAL_END) is None
+    assert trial_converted(converted, TRIAL_END) is None
     # The anchor survives the short month: Feb 28 → Mar 29.
     next_period = renew(converted, utc(2026, 2, 28))
     assert next_period is not None
@@ -395,15 +399,15 @@ def test_the_trial_end_bills_the_first_period_from_the_trial_end() -> None:
 
 def test_a_failed_first_charge_after_the_trial_is_past_due() -> None:
     sub = subscribe(trial=True)
-    assert s.trial_payment_failed(sub, TRIAL_END) is None  # the trial has not ended yet
-    assert s.trial_converted(sub, TRIAL_END) is None
+    assert trial_payment_failed(sub, TRIAL_END) is None  # the trial has not ended yet
+    assert trial_converted(sub, TRIAL_END) is None
     renewal = end_trial(sub, TRIAL_END)
     assert renewal is not None
-    failed = s.trial_payment_failed(renewal.subscription, TRIAL_END)
+    failed = trial_payment_failed(renewal.subscription, TRIAL_END)
     assert failed is not None
     assert failed.status == "past_due"
-    assert s.trial_payment_failed(failed, TRIAL_END) is None
-    recovered = s.payment_recovered(failed, TRIAL_END + timedelta(days=1))
+    assert trial_payment_failed(failed, TRIAL_END) is None
+    recovered = payment_recovered(failed, TRIAL_END + timedelta(days=1))
     assert recovered is not None
     assert recovered.status == "active"
 
@@ -635,7 +639,7 @@ def test_an_upgrade_after_the_period_ended_but_before_the_renewal_has_nothing_to
 def test_a_decision_for_another_version_is_refused() -> None:
     sub = active()
     decision = preview_change(sub, BUSINESS, None, JAN_30_NOON)
-    moved = s.renewal_payment_failed(sub, JAN_30_NOON)
+    moved = renewal_payment_failed(sub, JAN_30_NOON)
     assert moved is not None
     with pytest.raises(VersionConflict) as refused:
         apply_change(moved, decision, BUSINESS, JAN_30_NOON)
@@ -662,14 +666,14 @@ def test_plans_that_cannot_be_changed_to(target: Plan, error: type[BillingError]
 
 def test_only_active_and_trialing_subscriptions_change_plan() -> None:
     sub = active()
-    past_due = s.renewal_payment_failed(sub, JAN_30_NOON)
+    past_due = renewal_payment_failed(sub, JAN_30_NOON)
     assert past_due is not None
     for stuck in (past_due, cancel(sub, JAN_30_NOON), subscribe()):
         with pytest.raises(errors.SubscriptionNotActive) as refused:
             preview_change(stuck, BUSINESS, None, JAN_30_NOON)
         assert http(refused.value) == (409, "subscription_not_active")
     with pytest.raises(OrganizationSuspended):
-        preview_change(s.suspend(sub, "audit", JAN_30_NOON), BUSINESS, None, JAN_30_NOON)
+        preview_change(suspend(sub, "audit", JAN_30_NOON), BUSINESS, None, JAN_30_NOON)
 
 
 # -- cancelling and reactivating ---------------------------------------------------------------------
@@ -707,7 +711,7 @@ def test_cancel_twice_is_refused() -> None:
 
 
 def test_cancel_with_nothing_paid_for_the_period_ends_at_once() -> None:
-    past_due = s.renewal_payment_failed(active(), JAN_30_NOON)
+    past_due = renewal_payment_failed(active(), JAN_30_NOON)
     assert past_due is not None
     for unpaid in (past_due, subscribe()):
         cancelled = cancel(unpaid, JAN_30_NOON)
@@ -764,9 +768,9 @@ def test_reactivate_without_cancelling_is_refused() -> None:
     with pytest.raises(errors.NotInGracePeriod) as refused:
         reactivate(active(), JAN_30_NOON)
     assert http(refused.value) == (409, "not_in_grace_period")
-    past_due = s.renewal_payment_failed(active(), JAN_30_NOON)
+    past_due = renewal_payment_failed(active(), JAN_30_NOON)
     assert past_due is not None
-    exhausted = s.retries_exhausted(past_due, FEB_15)
+    exhausted = retries_exhausted(past_due, FEB_15)
     assert exhausted is not None
     with pytest.raises(errors.NotInGracePeriod):
         reactivate(exhausted, FEB_15)
@@ -830,37 +834,37 @@ def test_a_late_caller_renews_one_period_per_call() -> None:
 
 
 def test_only_active_subscriptions_renew() -> None:
-    past_due = s.renewal_payment_failed(active(), FEB_15)
+    past_due = renewal_payment_failed(active(), FEB_15)
     assert past_due is not None
-    for other in (past_due, subscribe(), subscribe(trial=True), s.suspend(active(), "audit", JAN_30_NOON)):
+    for other in (past_due, subscribe(), subscribe(trial=True), suspend(active(), "audit", JAN_30_NOON)):
         assert renew(other, utc(2026, 6, 1)) is None
 
 
 def test_dunning_outcomes() -> None:
     renewal = renew(active(), FEB_15)
     assert renewal is not None
-    failed = s.renewal_payment_failed(renewal.subscription, FEB_15)
+    failed = renewal_payment_failed(renewal.subscription, FEB_15)
     assert failed is not None
     assert failed.status == "past_due"
-    assert s.renewal_payment_failed(failed, FEB_15) is None  # duplicate
+    assert renewal_payment_failed(failed, FEB_15) is None  # duplicate
     assert s.next_renewal_at(failed) is None
 
-    recovered = s.payment_recovered(failed, utc(2026, 2, 18))
+    recovered = payment_recovered(failed, utc(2026, 2, 18))
     assert recovered is not None
     assert recovered.status == "active"
-    assert s.payment_recovered(recovered, utc(2026, 2, 18)) is None
-    assert s.retries_exhausted(recovered, utc(2026, 2, 22)) is None  # stale: paid meanwhile
+    assert payment_recovered(recovered, utc(2026, 2, 18)) is None
+    assert retries_exhausted(recovered, utc(2026, 2, 22)) is None  # stale: paid meanwhile
 
-    exhausted = s.retries_exhausted(failed, utc(2026, 2, 22))
+    exhausted = retries_exhausted(failed, utc(2026, 2, 22))
     assert exhausted is not None
     assert (exhausted.status, exhausted.cancelled_at) == ("cancelled", utc(2026, 2, 22))
-    assert s.retries_exhausted(exhausted, utc(2026, 2, 23)) is None
+    assert retries_exhausted(exhausted, utc(2026, 2, 23)) is None
 
 
 # -- operators ---------------------------------------------------------------------------------------
 def test_suspension_refuses_writes_and_unsuspend_restores_the_status() -> None:
     sub = active()
-    suspended = s.suspend(sub, "chargeback", JAN_30_NOON)
+    suspended = suspend(sub, "chargeback", JAN_30_NOON)
     assert (suspended.status, suspended.suspension_reason, suspended.status_before_suspension) == (
         "suspended",
         "chargeback",
@@ -875,30 +879,30 @@ def test_suspension_refuses_writes_and_unsuspend_restores_the_status() -> None:
         with pytest.raises(OrganizationSuspended):
             write()
     with pytest.raises(errors.AlreadySuspended) as twice:
-        s.suspend(suspended, "again", JAN_30_NOON)
+        suspend(suspended, "again", JAN_30_NOON)
     assert http(twice.value) == (409, "already_suspended")
 
-    back = s.unsuspend(suspended, utc(2026, 2, 1))
+    back = unsuspend(suspended, utc(2026, 2, 1))
     assert (back.status, back.suspension_reason, back.status_before_suspension) == ("active", None, None)
     assert back.version == sub.version + 2
     with pytest.raises(errors.NotSuspended) as not_suspended:
-        s.unsuspend(back, utc(2026, 2, 1))
+        unsuspend(back, utc(2026, 2, 1))
     assert http(not_suspended.value) == (409, "not_suspended")
 
 
 def test_suspension_during_grace_keeps_what_reactivate_returns_to() -> None:
     cancelled = cancel(active(), JAN_30_NOON)
-    suspended = s.suspend(cancelled, "audit", utc(2026, 2, 1))
+    suspended = suspend(cancelled, "audit", utc(2026, 2, 1))
     assert end_grace(suspended, FEB_15) is None  # timers wait while suspended
-    back = s.unsuspend(suspended, utc(2026, 2, 2))
+    back = unsuspend(suspended, utc(2026, 2, 2))
     assert (back.status, back.previous_status) == ("grace_period", "active")
     assert reactivate(back, utc(2026, 2, 3)).status == "active"
 
 
 def test_an_organization_on_free_can_be_suspended() -> None:
-    suspended = s.suspend(s.free_subscription(ORG, FREE, JAN_15), "spam", JAN_15)
+    suspended = suspend(s.free_subscription(ORG, FREE, JAN_15), "spam", JAN_15)
     assert (suspended.status, suspended.version, suspended.plan) == ("suspended", 1, "free")
-    assert s.unsuspend(suspended, FEB_15).status == "active"
+    assert unsuspend(suspended, FEB_15).status == "active"
 
 
 ENTERPRISE_LIMITS = Limits(members=None, applications=None, storage_bytes=None, api_calls=None, webhooks=500)
@@ -983,7 +987,7 @@ def test_enterprise_converts_a_paid_subscription_in_place_and_credits_its_unused
 
 def test_enterprise_activation_refusals() -> None:
     with pytest.raises(OrganizationSuspended):
-        enterprise(s.suspend(active(), "audit", JAN_15))
+        enterprise(suspend(active(), "audit", JAN_15))
     with pytest.raises(InvalidField) as negative:
         activate_enterprise(
             ORG,
@@ -1005,15 +1009,15 @@ SEATS, SUPPORT = ADDONS["extra-members"], ADDONS["priority-support"]
 
 
 def with_seats(quantity: int, sub: Subscription | None = None, at: datetime = JAN_15) -> Subscription:
-    decision = s.attach_addon(sub or active(), SEATS, quantity, at, item_id="si_seats")
+    decision = attach_addon(sub or active(), SEATS, quantity, at, item_id="si_seats")
     return decision.subscription
 
 
 def test_the_next_period_drops_removed_add_ons_and_applies_fewer_units() -> None:
     sub = with_seats(5)
-    fewer = s.change_addon_quantity(sub, "si_seats", 2, JAN_30_NOON).subscription
-    both = s.attach_addon(fewer, SUPPORT, 1, JAN_30_NOON, item_id="si_support").subscription
-    removing = s.remove_addon(both, "si_support", JAN_30_NOON).subscription
+    fewer = change_addon_quantity(sub, "si_seats", 2, JAN_30_NOON).subscription
+    both = attach_addon(fewer, SUPPORT, 1, JAN_30_NOON, item_id="si_support").subscription
+    removing = remove_addon(both, "si_support", JAN_30_NOON).subscription
 
     renewal = renew(removing, FEB_15)
 
@@ -1025,13 +1029,13 @@ def test_the_next_period_drops_removed_add_ons_and_applies_fewer_units() -> None
         ("Pro (monthly)", 299_000),
         ("Extra members (2 units, monthly)", 30_000),
     ]
-    assert s.addon_increments(removing) == [{"members": 5}]  # the paid seats count until then
+    assert addon_increments(removing) == [{"members": 5}]  # the paid seats count until then
 
 
 def test_more_units_are_prorated_like_an_upgrade_and_the_lines_net_to_the_difference() -> None:
     sub = with_seats(2)
 
-    more = s.change_addon_quantity(sub, "si_seats", 5, JAN_30_NOON)
+    more = change_addon_quantity(sub, "si_seats", 5, JAN_30_NOON)
 
     # 14.5 of 31 days left: 30,000 credited and 75,000 debited for that share.
     remaining, period = int((FEB_15 - JAN_30_NOON).total_seconds()), 31 * 86_400
@@ -1045,9 +1049,9 @@ def test_more_units_are_prorated_like_an_upgrade_and_the_lines_net_to_the_differ
 
 def test_a_trial_attaches_and_removes_for_free_and_the_trial_end_bills_what_is_kept() -> None:
     trial = subscribe(trial=True)
-    seats = s.attach_addon(trial, SEATS, 3, JAN_15, item_id="si_seats")
-    support = s.attach_addon(seats.subscription, SUPPORT, 1, JAN_15, item_id="si_support")
-    removed = s.remove_addon(support.subscription, "si_support", JAN_15)
+    seats = attach_addon(trial, SEATS, 3, JAN_15, item_id="si_seats")
+    support = attach_addon(seats.subscription, SUPPORT, 1, JAN_15, item_id="si_support")
+    removed = remove_addon(support.subscription, "si_support", JAN_15)
 
     ended = end_trial(removed.subscription, trial.trial_ends_at or JAN_15)
 
@@ -1079,12 +1083,12 @@ def test_add_on_refusals() -> None:
     retired = SEATS.model_copy(update={"is_active": False, "slug": "old-seats"})
 
     cases: dict[str, Callable[[], object]] = {
-        "again": lambda: s.attach_addon(sub, SEATS, 1, JAN_30_NOON, item_id="si_2"),
-        "currency": lambda: s.attach_addon(sub, usd, 1, JAN_30_NOON, item_id="si_3"),
-        "retired": lambda: s.attach_addon(sub, retired, 1, JAN_30_NOON, item_id="si_4"),
-        "flat": lambda: s.attach_addon(sub, SUPPORT, 2, JAN_30_NOON, item_id="si_5"),
-        "missing": lambda: s.remove_addon(sub, "si_missing", JAN_30_NOON),
-        "past_due": lambda: s.attach_addon(
+        "again": lambda: attach_addon(sub, SEATS, 1, JAN_30_NOON, item_id="si_2"),
+        "currency": lambda: attach_addon(sub, usd, 1, JAN_30_NOON, item_id="si_3"),
+        "retired": lambda: attach_addon(sub, retired, 1, JAN_30_NOON, item_id="si_4"),
+        "flat": lambda: attach_addon(sub, SUPPORT, 2, JAN_30_NOON, item_id="si_5"),
+        "missing": lambda: remove_addon(sub, "si_missing", JAN_30_NOON),
+        "past_due": lambda: attach_addon(
             sub.model_copy(update={"status": "past_due"}), SUPPORT, 1, JAN_30_NOON, item_id="si_6"
         ),
     }
@@ -1102,4 +1106,4 @@ def test_add_on_refusals() -> None:
         "missing": (404, "subscription_addon_not_found"),
         "past_due": (409, "subscription_not_active"),
     }
-    assert s.remove_addon(sub, "si_seats", JAN_30_NOON).lines == []
+    assert remove_addon(sub, "si_seats", JAN_30_NOON).lines == []

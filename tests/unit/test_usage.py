@@ -12,18 +12,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tagih.domain.catalog import Limits, OveragePrice, Plan, default_catalog
-from tagih.domain.usage import (
-    UsageEvent,
-    current_usage,
-    effective_quotas,
-    entitlements,
-    metric_usage,
-    overage_lines,
-    percent,
-    report_usage,
-    thresholds_reached,
-    usage_history,
-)
+from tagih.domain.usage import UsageEvent, effective_quotas, overage_lines, percent, thresholds_reached
+from tagih.services.usage import current_usage, entitlements, metric_usage, report_usage, usage_history
 from tests.fakes.usage_store import FixedTerms, InMemoryUsageStore, RecordingPublisher
 
 NOW = datetime(2026, 2, 20, 12, 0, tzinfo=UTC)

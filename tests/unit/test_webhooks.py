@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from tagih.clock import epoch_seconds
-from tagih.domain import webhooks
 from tagih.domain.webhook_signing import HEADER, signature_header, verify
 from tagih.domain.webhook_urls import UrlRefused, check_url
-from tagih.domain.webhooks import DeliveryRef, RetryPolicy, WebhookEndpoint
+from tagih.domain.webhooks import Delivery, DeliveryRef, RetryPolicy, TransportResult, WebhookEndpoint
 from tagih.events.models import billing_event
+from tagih.services import webhooks
 from tests.fakes.lambda_runtime import ROOT
 from tests.fakes.webhooks import (
     InMemoryDeliveries,
@@ -140,7 +140,7 @@ class World:
             allow_loopback=False,
         )
 
-    def publish(self, event_type: str = "billing.invoice.paid") -> list[webhooks.Delivery]:
+    def publish(self, event_type: str = "billing.invoice.paid") -> list[Delivery]:
         event = billing_event(event_type, ORG, {"id": "inv_1"}, self.now)  # type: ignore[arg-type]
         return webhooks.fan_out(event, self.store, self.deliveries, self.queue, self.now)
 
@@ -242,7 +242,7 @@ class FailingFor(ScriptedTransport):
     def post(self, url, body, headers, timeout_seconds):
         answer = super().post(url, body, headers, timeout_seconds)
         if url.host == self.host:
-            return webhooks.TransportResult(status_code=503, latency_ms=1, response_excerpt="down")
+            return TransportResult(status_code=503, latency_ms=1, response_excerpt="down")
         return answer
 
 
