@@ -27,7 +27,6 @@ from tagih.domain.plan_slugs import FREE_PLAN
 if TYPE_CHECKING:
     from tagih.domain.gateway import Customer
 
-DEFAULT_CURRENCY: Currency = "IDR"
 # A subscription in one of these statuses on a plan other than Free is a paid subscription: it has
 # been or will be charged, so the method and account behind it must stay (subscriptions own the item).
 PAID_SUBSCRIPTION_STATUSES: tuple[str, ...] = ("active", "past_due", "trialing", "incomplete")

@@ -11,6 +11,7 @@ from typing import Literal
 # Here rather than in the catalog: invoices, accounts and their views name a currency without the
 # catalog's models.
 Currency = Literal["IDR", "USD", "EUR", "GBP", "AUD", "ZAR"]
+DEFAULT_CURRENCY: Currency = "IDR"  # an organization without a billing account bills in rupiah
 ZERO_DECIMAL = frozenset({"IDR"})  # Tagih keeps IDR in whole rupiah
 BASIS_POINTS = 10_000
 _SYMBOLS = {"IDR": "Rp ", "USD": "US$", "EUR": "€", "GBP": "£", "AUD": "A$", "ZAR": "R "}

@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 TransactionType = Literal["top_up", "invoice_payment", "refund", "adjustment"]
 TransactionStatus = Literal["pending", "succeeded", "failed"]
 
-DEFAULT_CURRENCY: Currency = "IDR"
 ENTRY_TICK = timedelta(microseconds=1)
 # Top-up bounds in the currency's unit: IDR rupiah, others cents.
 IDR_TOP_UP = (10_000, 100_000_000)

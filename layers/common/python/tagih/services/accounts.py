@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tagih import clock
-from tagih.domain.accounts import DEFAULT_CURRENCY, AccountStore, Address, BillingAccount, newest_first
+from tagih.domain.accounts import AccountStore, Address, BillingAccount, newest_first
 from tagih.domain.errors import BillingAccountInUse, VersionConflict
-from tagih.domain.money import Currency
+from tagih.domain.money import DEFAULT_CURRENCY, Currency
 from tagih.ids import new_id
 
 if TYPE_CHECKING:

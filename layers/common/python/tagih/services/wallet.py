@@ -22,9 +22,8 @@ from tagih.domain import invoices as inv
 from tagih.domain.errors import GatewayUnavailable, PaymentDeclined, PaymentMethodNotFound, VersionConflict
 from tagih.domain.gateway_names import FIRST_ATTEMPT, charge_reference, check_gateway_currency
 from tagih.domain.invoices import Invoice
-from tagih.domain.money import Currency
+from tagih.domain.money import DEFAULT_CURRENCY, Currency
 from tagih.domain.wallet import (
-    DEFAULT_CURRENCY,
     AutoRecharge,
     PaymentInstructionsData,
     StaleWallet,
