@@ -16,6 +16,7 @@ import pytest
 from local.midtrans_fake import MidtransFake
 from tagih.clock import parse_rfc3339
 from tests.conftest import BUS_NAME, TABLE_NAME
+from tests.fakes.aws_calls import count_calls
 from tests.fakes.billing_setup import (
     CARD_TOKEN,
     DECLINING,
@@ -98,6 +99,15 @@ def test_subscribing_starts_a_fourteen_day_trial_on_the_cheapest_paid_plan(
     again = call("POST", SUBS, {"plan": "business"})
     assert again.status == 409, again.raw
     assert again.error_code == "already_subscribed"
+
+
+def test_reading_a_subscribed_organization_s_subscription_is_one_read(midtrans: MidtransFake) -> None:
+    trial = call("POST", SUBS, {}).body
+    with count_calls() as calls:
+        assert call("GET", "/billing/subscription").body == trial
+    # Outside prod the kernel also reads the organization's test clock; the subscription is the
+    # only other read (the Free plan is read only for an organization on Free).
+    assert calls == {"GetItem": 2}
 
 
 def test_without_a_trial_the_first_invoice_is_charged_and_paid_at_once(

@@ -128,7 +128,7 @@ def test_plan_prices_come_from_the_catalog_and_custom_plans_have_none() -> None:
 
 # -- Free ------------------------------------------------------------------------------------------
 def test_an_organization_without_a_subscription_is_on_free() -> None:
-    free = s.current_or_free(ORG, None, FREE, JAN_15)
+    free = s.current_or_free(ORG, None, lambda: FREE, JAN_15)
     assert (free.id, free.plan, free.plan_name, free.status, free.version) == (
         None,
         "free",
@@ -145,15 +145,19 @@ def test_an_organization_without_a_subscription_is_on_free() -> None:
     assert renew(free, FEB_15) is None
 
 
+def _free_plan_must_not_be_read() -> Plan:
+    raise AssertionError("a live subscription is shown without reading the Free plan")
+
+
 def test_a_cancelled_subscription_leaves_free_and_a_live_one_is_shown_as_is() -> None:
     sub = active()
-    assert s.current_or_free(ORG, sub, FREE, JAN_15) is sub
+    assert s.current_or_free(ORG, sub, _free_plan_must_not_be_read, JAN_15) is sub
     past_due = renewal_payment_failed(sub, JAN_15)
     assert past_due is not None
     cancelled = retries_exhausted(past_due, JAN_15)
     assert cancelled is not None
     assert cancelled.status == "cancelled"
-    assert s.current_or_free(ORG, cancelled, FREE, JAN_15).plan == "free"
+    assert s.current_or_free(ORG, cancelled, lambda: FREE, JAN_15).plan == "free"
 
 
 def test_free_has_nothing_to_change_or_cancel() -> None:

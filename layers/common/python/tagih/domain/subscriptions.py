@@ -31,7 +31,7 @@ Fields beyond API.md's (``INTERNAL_FIELDS``) are the store's and the domain's, n
 from __future__ import annotations
 
 from calendar import monthrange
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -367,12 +367,13 @@ def free_subscription(organization_id: str, free_plan: Plan, now: datetime) -> S
 
 
 def current_or_free(
-    organization_id: str, current: Subscription | None, free_plan: Plan, now: datetime
+    organization_id: str, current: Subscription | None, free_plan: Callable[[], Plan], now: datetime
 ) -> Subscription:
     """The subscription an organization is on: the stored one, or Free when there is none or it
-    ended (a cancelled subscription leaves the organization on Free, DESIGN.md)."""
+    ended (a cancelled subscription leaves the organization on Free, DESIGN.md). ``free_plan`` is
+    asked only then: a subscribed organization's read costs no catalog read."""
     if current is None or current.status == "cancelled":
-        return free_subscription(organization_id, free_plan, now)
+        return free_subscription(organization_id, free_plan(), now)
     return current
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from tagih.domain import invoices as inv
@@ -43,7 +44,7 @@ class Subscribed:
 def current_subscription(billing: Billing, organization_id: str, now: datetime) -> Subscription:
     """The organization's subscription, or Free when it has none (API.md)."""
     stored = billing.subscriptions.current(organization_id)
-    return current_or_free(organization_id, stored, billing.catalog.plan(FREE_PLAN), now)
+    return current_or_free(organization_id, stored, partial(billing.catalog.plan, FREE_PLAN), now)
 
 
 def get_subscription(billing: Billing, organization_id: str, subscription_id: str) -> Subscription:

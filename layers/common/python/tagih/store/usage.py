@@ -35,6 +35,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
@@ -421,11 +422,9 @@ class SubscriptionTerms:
         self._addon_increments = addon_increments
 
     def terms(self, organization_id: str, now: datetime) -> Terms:
-        stored = self._current(organization_id)
-        if stored is None or stored.status == "cancelled":
-            subscription = current_or_free(organization_id, None, self._plan(FREE_PLAN), now)
-        else:
-            subscription = stored
+        subscription = current_or_free(
+            organization_id, self._current(organization_id), partial(self._plan, FREE_PLAN), now
+        )
         return Terms(
             plan=subscription.plan,
             status=subscription.status,
