@@ -14,6 +14,8 @@ PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
+include layers/common/bytecode.mk  # PYTHON313: the interpreter sam build compiles with
+
 .PHONY: help venv lint format unit integration e2e test local build validate bench deploy openapi clean
 
 help:
@@ -68,13 +70,19 @@ local: venv
 validate: $(VENV_SAM)/.installed
 	$(VENV_SAM)/bin/sam validate --lint --template template.yaml
 
-build: $(VENV_SAM)/.installed
+# The layer and every function are compiled for CPython 3.13 (layers/common/bytecode.mk finds it;
+# PYTHON313=/path/to/python3.13 picks one); tests/build checks every module ships its bytecode.
+build: $(VENV_SAM)/.installed venv
 	PATH="$(abspath $(VENV_SAM))/bin:$$PATH" $(VENV_SAM)/bin/sam build --template template.yaml
 	@ls .aws-sam/build/CommonLayer/python/pydantic_core/ | grep -E 'aarch64-linux-gnu\.so$$'
+	$(PYTEST) tests/build -q
 
-bench: venv
-	$(BIN)/python -m tools.bench
+# Cold imports from source and from the built artifact under the Lambda runtime's CPython 3.13
+# (found as the build finds it), the renewal sweep's reads, AWS calls per route and the cost model.
+bench: venv build
+	PYTHON313="$(PYTHON313)" $(BIN)/python -m tools.bench
 	$(BIN)/python -m tools.bench_renewals
+	$(BIN)/python -m tools.bench_cost
 
 openapi: venv
 	$(BIN)/python -m tools.openapi --write
