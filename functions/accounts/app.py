@@ -18,13 +18,12 @@ from tagih.domain.accounts import (
     AccountName,
     Address,
     BillingAccount,
-    CurrencyCode,
     Description,
     Email,
     GatewayCustomerIds,
     Phone,
 )
-from tagih.domain.money import Currency
+from tagih.domain.money import Currency, CurrencyCode
 from tagih.observability import TRACED_LIBRARIES
 from tagih.services import accounts
 from tagih.store.accounts import default_account_items

@@ -23,8 +23,8 @@ from tagih import clock
 from tagih.api.app import RoutePolicy, create_resolver
 from tagih.api.invoice_view import InvoiceView
 from tagih.api.subscription_view import SubscriptionView
-from tagih.domain.accounts import CurrencyCode
 from tagih.domain.catalog import Features, Limits
+from tagih.domain.money import CurrencyCode
 from tagih.domain.subscriptions import (
     BillingCycle,
 )

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tagih.domain.catalog import Limits, OveragePrice, Plan, default_catalog
-from tagih.domain.usage import UsageEvent, effective_quotas, overage_lines, percent, thresholds_reached
+from tagih.domain.overage import overage_lines
+from tagih.domain.usage import UsageEvent, effective_quotas, percent, thresholds_reached
 from tagih.services.usage import current_usage, entitlements, metric_usage, report_usage, usage_history
 from tests.fakes.usage_store import FixedTerms, InMemoryUsageStore, RecordingPublisher
 

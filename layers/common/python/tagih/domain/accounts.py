@@ -15,13 +15,13 @@ Stripe, where a customer with live subscriptions is the one those subscriptions 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from tagih.domain.gateway_names import GatewayName
-from tagih.domain.money import Currency
+from tagih.domain.money import Currency, upper_case
 from tagih.domain.plan_slugs import FREE_PLAN
 
 if TYPE_CHECKING:
@@ -49,10 +49,6 @@ def is_paid_subscription(status: str | None, plan: str | None) -> bool:
     return status in PAID_SUBSCRIPTION_STATUSES and plan != FREE_PLAN
 
 
-def _upper(value: Any) -> Any:
-    return value.strip().upper() if isinstance(value, str) else value
-
-
 def _country(value: str) -> str:
     if value not in ISO_3166_ALPHA_2:
         raise ValueError("Must be an ISO 3166-1 alpha-2 country code, e.g. ID or US.")
@@ -77,11 +73,9 @@ def _not_blank(value: str) -> str:
     return value
 
 
-# Accepted in either case, kept and returned upper-case (API.md, Conventions).
-CurrencyCode = Annotated[Currency, BeforeValidator(_upper)]
 CountryCode = Annotated[
     str,
-    BeforeValidator(_upper),
+    BeforeValidator(upper_case),
     Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2, e.g. `ID`; either case."),
     AfterValidator(_country),
 ]

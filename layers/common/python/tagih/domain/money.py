@@ -6,7 +6,9 @@ supported currency in cents.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator
 
 # Here rather than in the catalog: invoices, accounts and their views name a currency without the
 # catalog's models.
@@ -44,3 +46,11 @@ def format_money(amount: int, currency: str) -> str:
         return f"{sign}{symbol}{abs(amount):,}".replace(",", ".")
     whole, cents = divmod(abs(amount), 100)
     return f"{sign}{symbol}{whole:,}.{cents:02d}"
+
+
+def upper_case(value: Any) -> Any:
+    """A code accepted in either case and kept upper-case (API.md, Conventions)."""
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+CurrencyCode = Annotated[Currency, BeforeValidator(upper_case)]

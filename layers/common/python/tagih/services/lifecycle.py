@@ -192,7 +192,8 @@ def _overage_lines(billing: Billing, ended: Subscription) -> list[inv.InvoiceLin
         return []
     if not plan.overage:
         return []
-    from tagih.domain.usage import effective_quotas, overage_lines  # the renewal path only (cold start)
+    from tagih.domain.overage import overage_lines  # the renewal path only (cold start)
+    from tagih.domain.usage import effective_quotas
 
     used = billing.usage.counted_between(ended.organization_id, start, end)
     quotas = effective_quotas(ended.limits, addon_increments(ended))
