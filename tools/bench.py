@@ -310,6 +310,7 @@ def report(measured: Measured, runs: int, artifact: Artifact | None = None) -> s
         f"imports, ratio = median of (import / the round's baseline), Python {platform.python_version()}, "
         ".pyc of this checkout, tracing as deployed."
     )
+    lines.append(f"  the baseline's own spread over the rounds: {_spread(measured.base)}")
     if artifact is not None and built_base is not None:
         uncompiled = max(s.uncompiled for series in measured.built.values() for s in series.samples)
         layer = "a twin of the arm64 layer for " + platform.machine() if artifact.twin else "the built layer"
@@ -318,7 +319,17 @@ def report(measured: Measured, runs: int, artifact: Artifact | None = None) -> s
             f"({built_base.median:.1f} ms); .aws-sam/build with {layer}, {_version(artifact.python)}, "
             f"no bytecode written, no site; modules imported without a .pyc: {uncompiled}."
         )
+        lines.append(f"  the baseline's own spread over the rounds: {_spread(built_base)}")
     return "\n".join(lines)
+
+
+def _spread(base: Series) -> str:
+    """How much the same import varies on this machine: a ratio moving by less is noise."""
+    quartiles = statistics.quantiles((s.ms for s in base.samples), n=4)
+    return (
+        f"p25 {quartiles[0]:.1f} ms, p75 {quartiles[2]:.1f} ms "
+        f"({(quartiles[2] - quartiles[0]) / base.median:.0%} of its median)"
+    )
 
 
 def _version(python: str) -> str:
