@@ -95,20 +95,26 @@ def timer_machines(aws: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     """The timers' state machines on moto, from statemachines/*.asl.json, named in the settings.
     moto here records executions without running them: tests read what was armed, with what input
     (the local stack runs them for real). Returns ``{"trial": arn, …}``."""
+    arns = create_timer_machines(monkeypatch)
+    reset_clients()  # settings are read again
+    return arns
+
+
+def create_timer_machines(monkeypatch: pytest.MonkeyPatch, prefix: str = "tagih-test") -> dict[str, str]:
+    """Create the timers' state machines on the current moto and name them in the environment."""
     client = boto3.client("stepfunctions")
     arns: dict[str, str] = {}
     for variable, name in TIMER_MACHINES.items():
         definition = (ROOT / "statemachines" / f"{name}.asl.json").read_text(encoding="utf-8")
         arn = client.create_state_machine(
-            name=f"tagih-test-{name.replace('_', '-')}",
+            name=f"{prefix}-{name.replace('_', '-')}",
             definition=definition.replace(
                 "${TimersFunctionArn}", "arn:aws:lambda:us-east-1:123456789012:function:timers"
             ),
-            roleArn="arn:aws:iam::123456789012:role/tagih-test-timers",
+            roleArn=f"arn:aws:iam::123456789012:role/{prefix}-timers",
         )["stateMachineArn"]
         monkeypatch.setenv(variable, arn)
         arns[name] = arn
-    reset_clients()  # settings are read again
     return arns
 
 

@@ -58,12 +58,10 @@ from local.midtrans_fake import MidtransFake
 from tagih import clock
 from tagih.clock import parse_rfc3339, to_rfc3339
 from tagih.domain.catalog import default_catalog
-from tagih.domain.invoices import Invoice, InvoiceLine, draft_invoice
 from tagih.gateways.registry import reset_default_gateways
 from tagih.gateways.secrets import reset_secrets
 from tagih.store import catalog as catalog_store
-from tagih.store.invoices import default_invoice_items
-from tests.conftest import BUS_NAME, TABLE_NAME, TIMER_MACHINES, table_definition
+from tests.conftest import BUS_NAME, TABLE_NAME, create_timer_machines, table_definition
 from tests.fakes.aws_costs import CostRecorder
 from tests.fakes.billing_setup import CARD_TOKEN, add_method, mark_trialled
 from tests.fakes.gateway_env import STRIPE_WEBHOOK_SECRET, configure_gateways, event_queue
@@ -71,6 +69,7 @@ from tests.fakes.key_source import authorizer_event
 from tests.fakes.lambda_runtime import call_api
 from tests.fakes.midtrans_server import running_midtrans_fake
 from tests.fakes.webhooks import Receiver, running_receiver
+from tests.integration.test_invoice_pdf_and_pages import open_invoice
 from tests.integration.test_operator_api import ENTERPRISE
 from tools.functions import Function, load_functions
 
@@ -79,6 +78,7 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 NOT_HTTP = frozenset({"REQUEST", "SQS", "TASK"})
 BUCKET = "tagih-bench-invoices"
 FROZEN = datetime(2027, 1, 1, tzinfo=UTC)
+USAGE_BATCH = 100  # events in the measured POST /billing/usage/events, the gauge among them
 
 
 @dataclass(frozen=True)
@@ -210,28 +210,6 @@ def _take(queue_url: str, wanted: Callable[[dict[str, Any]], bool]) -> dict[str,
     raise RuntimeError(f"no wanted message on {queue_url}")
 
 
-def _open_invoice(org: str) -> Invoice:
-    """A one-off Pro month, finalized and open (as tests/integration/test_invoice_pdf_and_pages.py)."""
-    store, now, price = default_invoice_items(), clock.now(), catalog_store.get_plan("pro").base_price_monthly
-    assert price is not None, "Pro has a monthly price"
-    end = now + timedelta(days=31)
-    line = InvoiceLine(description="Pro", unit_amount=price, amount=price, period_start=now, period_end=end)
-    draft = draft_invoice(
-        organization_id=org,
-        subscription_id=None,
-        billing_reason="manual",
-        currency="IDR",
-        lines=[line],
-        tax=catalog_store.get_tax_rate("IDR"),
-        period_start=now,
-        period_end=end,
-        due_date=now + timedelta(days=7),
-        now=now,
-    )
-    store.save_draft(draft)
-    return store.finalize(draft, now)
-
-
 def _renewal_transitions() -> tuple[int, int]:
     """State transitions in statemachines/renewal.asl.json: (a sweep of one page, each renewal's Map item)."""
     machine = json.loads((ROOT / "statemachines" / "renewal.asl.json").read_text(encoding="utf-8"))
@@ -329,8 +307,8 @@ def _scenario(b: Bench, fake: MidtransFake, receiver: Receiver, queues: Mapping[
     call("DELETE", "/billing/webhooks/{webhook_id}", hook)
 
     gauge = {"id": f"{org}-2", "metric": "members", "quantity": 4, "action": "set"}
-    # A typical batch: 100 events, as the cost model's month sends its 10,000 (tools/bench_cost.py).
-    counted = [{"id": f"{org}-{i}", "metric": "api_calls", "quantity": 12} for i in range(3, 102)]
+    # A typical batch of USAGE_BATCH events, as the cost model's month sends them (tools/bench_cost.py).
+    counted = [{"id": f"{org}-{i}", "metric": "api_calls", "quantity": 12} for i in range(3, USAGE_BATCH + 2)]
     reported = [*counted, gauge]
     call("POST", "/billing/usage/events", body={"events": reported})
     call("GET", "/billing/usage")
@@ -347,7 +325,7 @@ def _scenario(b: Bench, fake: MidtransFake, receiver: Receiver, queues: Mapping[
     record = _take(queues["usage"], lambda body: body["detail"]["organization_id"] == org)
     b.task("usage_ingest", "SQS", "usage batch (1 message, 10 events)", {"Records": [record]})
 
-    invoice = _open_invoice(org)  # one-off, open: to read, render, show and pay
+    invoice = open_invoice(org)  # one-off, open: to read, render, show and pay
     inv = {"invoice_id": invoice.id}
     call("GET", "/billing/invoices")
     call("GET", "/billing/invoices/{invoice_id}", inv)
@@ -433,15 +411,7 @@ def _stack(mp: pytest.MonkeyPatch) -> dict[str, str]:
     queues["events"] = event_queue(BUS_NAME)
     mp.setenv("WEBHOOK_DELIVERY_QUEUE_URL", queues["deliveries"])
     mp.setenv("WEBHOOK_DEAD_LETTER_QUEUE_URL", queues["dlq"])
-    sfn, timers = boto3.client("stepfunctions"), "arn:aws:lambda:us-east-1:123456789012:function:timers"
-    for variable, name in TIMER_MACHINES.items():  # as tests/conftest.py's timer_machines
-        definition = (ROOT / "statemachines" / f"{name}.asl.json").read_text(encoding="utf-8")
-        machine = sfn.create_state_machine(
-            name=f"tagih-bench-{name.replace('_', '-')}",
-            definition=definition.replace("${TimersFunctionArn}", timers),
-            roleArn="arn:aws:iam::123456789012:role/tagih-bench-timers",
-        )
-        mp.setenv(variable, machine["stateMachineArn"])
+    create_timer_machines(mp, prefix="tagih-bench")
     return queues
 
 

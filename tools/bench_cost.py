@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from local.cfn_yaml import load_template
 from tests.fakes.lambda_runtime import ROOT
-from tools.bench_calls import NOT_HTTP, RouteCost
+from tools import bench_calls
+from tools.bench_calls import NOT_HTTP, USAGE_BATCH, RouteCost
 
 GOAL_USD = 0.001  # per active subscription-month, fixed costs excluded
 IDR_PER_USD = 16_600  # to set Stripe's fee beside the AWS bill; Tagih itself never converts
@@ -78,15 +79,20 @@ class Activity:
     variant: str = ""
 
 
-USAGE_BATCH = 100  # events in the measured POST /billing/usage/events (tools/bench_calls.py)
+USAGE_EVENTS = 10_000  # a month's, sent in batches of USAGE_BATCH (the measured request's size)
 
-# One active organization's month: a monthly renewal, 30 API reads a day, 10,000 usage events
-# (100 batches of 100), 4 webhook deliveries and one invoice PDF.
+# One active organization's month: a monthly renewal, 30 API reads a day, the usage events,
+# 4 webhook deliveries and one invoice PDF.
 MONTH: Sequence[Activity] = (
     Activity("reads: subscription", "GET", "/billing/subscription", 300),
     Activity("reads: entitlements", "GET", "/billing/entitlements", 300),
     Activity("reads: usage", "GET", "/billing/usage", 300),
-    Activity("usage events (100 x 100)", "POST", "/billing/usage/events", 100),
+    Activity(
+        f"usage events ({USAGE_EVENTS // USAGE_BATCH} x {USAGE_BATCH})",
+        "POST",
+        "/billing/usage/events",
+        USAGE_EVENTS / USAGE_BATCH,
+    ),
     Activity("renewal (timer task)", "TASK", "renew", 1),
     Activity("webhook deliveries", "SQS", "webhook delivery", 4),
     Activity("invoice PDF (first render)", "GET", "/billing/invoices/{invoice_id}/pdf", 1, "first render"),
@@ -144,7 +150,7 @@ def request_cost(row: RouteCost, memory_mb: Mapping[str, int]) -> dict[str, floa
         + (row.wcu + row.gsi_wcu) * PRICES["dynamodb_wru"],
         "eventbridge": row.put_events_entries * PRICES["eventbridge_event"],
         "stepfunctions": (
-            row.sfn_transitions + row.calls.get("stepfunctions.StartExecution", 0) * TIMER_TRANSITIONS
+            row.sfn_transitions + calls.get("stepfunctions.StartExecution", 0) * TIMER_TRANSITIONS
         )
         * PRICES["sfn_transition"],
         "sqs": _service_calls(row, "sqs") * PRICES["sqs_request"],
@@ -233,7 +239,7 @@ def report(rows: Sequence[RouteCost]) -> str:
         f"{stripe_idr / IDR_PER_USD / all_in:,.0f}x the all-in AWS cost"
     )
     usage = _row(rows, "POST", "/billing/usage/events")
-    events = sum(a.count for a in MONTH if a.route == usage.route) * USAGE_BATCH
+    events = round(sum(a.count for a in MONTH if a.route == usage.route) * USAGE_BATCH)
     per_event = (usage.wcu + usage.gsi_wcu) / USAGE_BATCH
     usage_usd = next(usd for label, usd in by_activity if label.startswith("usage events"))
     lines.append(
@@ -254,8 +260,6 @@ def report(rows: Sequence[RouteCost]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tools import bench_calls
-
     rows = bench_calls.measure()
     print(bench_calls.report(rows))
     print()

@@ -129,10 +129,16 @@ class CostRecorder:
         # for, so a cost model can put AWS's latency in its place.
         events.register("provide-client-params", self._guarded(self._started))
         events.register("after-call", self._guarded(self._finished))
-        for reset in (reset_clients, reset_secrets, reset_publisher, reset_default_gateways):
+        for reset in (
+            reset_clients,
+            reset_secrets,
+            reset_publisher,
+            reset_default_gateways,
+            reset_timers_client,
+            reset_pdf_clients,
+            reset_delivery_queue,
+        ):
             reset()  # clients made from now on carry the hooks
-        for reset in (reset_timers_client, reset_pdf_clients, reset_delivery_queue):
-            reset()
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[Sample]:
