@@ -156,7 +156,11 @@ TOP_UP_RESPONSES: dict[int, OpenAPIResponse] = {
         "content": {"application/json": {"model": WalletTransactionView}},
     },
     402: {"description": "`payment_failed`: the charge was declined; the top-up is kept as `failed`."},
-    503: {"description": "`gateway_unavailable`: the gateway did not answer; nothing was charged or kept."},
+    503: {
+        "description": "`gateway_unavailable`: the gateway refused (nothing was charged or kept) or did "
+        "not answer (the top-up is kept `pending`): retry with the same `Idempotency-Key`, which "
+        "resumes the same top-up and never charges twice."
+    },
 }
 
 
@@ -191,6 +195,7 @@ def top_up(body: TopUp) -> WalletTransactionView:
         amount=body.amount,
         payment_method_id=body.payment_method_id,
         now=clock.now(),
+        request_key=app.idempotency_key,
     )
     logger.info("wallet top-up", extra={"transaction_id": entry.id, "status": entry.status})
     return WalletTransactionView.of(entry)

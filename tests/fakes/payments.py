@@ -83,7 +83,9 @@ class ScriptedGateway:
     real gateways' idempotency, and counts every call."""
 
     name: GatewayName = "midtrans"
-    outcome: str = "succeeded"  # succeeded | pending | declined | transient | unavailable
+    # succeeded | pending | declined | transient | unavailable (refused: nothing charged) |
+    # lost_answer (charged, then the answer never arrived: a read timeout after capture)
+    outcome: str = "succeeded"
     decline_reason: str = "Card declined by the issuer"
     statuses: dict[str, PaymentStatus] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
@@ -98,10 +100,12 @@ class ScriptedGateway:
     def charge(self, request: ChargeRequest) -> ChargeResult:
         self.calls["charge"] += 1
         if self.outcome == "unavailable":
-            raise GatewayUnavailable(gateway=self.name)
+            raise GatewayUnavailable(gateway=self.name, nothing_charged=True)
         if self.outcome == "transient":
             return ChargeResult(outcome="transient", gateway=self.name, reference=request.reference)
         self.charges.setdefault(request.reference, request)
+        if self.outcome == "lost_answer":
+            raise GatewayUnavailable(gateway=self.name)
         if self.outcome == "declined":
             return ChargeResult(
                 outcome="declined",

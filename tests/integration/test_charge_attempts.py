@@ -1,17 +1,24 @@
 """One invoice attempt, charged through the payments service with the real store (moto) and the real
 adapters over HTTP (the Midtrans fake, localstripe): however often it is retried, the gateway sees
-one charge; a hanging gateway is 503 with no charge recorded, so a later retry charges afresh."""
+one charge; a gateway that does not answer is 503 with the attempt kept claimed (its retry asks
+again under the same reference and finds a capture whose answer was lost); one that refused before
+charging is 503 with nothing kept."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from local.midtrans_fake import MidtransFake
-from tagih.domain.errors import GatewayUnavailable, PaymentDeclined
-from tagih.domain.gateway import AttachedMethod, AttachRequest, ChargeRequest, Customer
+from tagih.config import Settings
+from tagih.domain.errors import ChargeInDoubt, GatewayUnavailable, PaymentDeclined
+from tagih.domain.gateway import AttachedMethod, AttachRequest, ChargeRequest, ChargeResult, Customer
+from tagih.domain.gateway_names import GatewayName
 from tagih.domain.payments import Payment
 from tagih.gateways.midtrans_gateway import MidtransGateway
 from tagih.gateways.stripe_gateway import StripeGateway
@@ -141,20 +148,21 @@ def test_a_declined_attempt_is_recorded_once_and_every_retry_gets_the_same_402(
 
 
 @pytest.mark.timeout(60)
-def test_a_hanging_gateway_is_unavailable_and_records_no_charge(aws: None, midtrans: MidtransFake) -> None:
+def test_a_gateway_that_does_not_answer_leaves_the_attempt_claimed_for_its_retry(
+    aws: None, midtrans: MidtransFake
+) -> None:
     payments = default_payment_items()
     hanging_card = AttachedMethod(
         gateway="midtrans", gateway_payment_method_id="481111hangsavedtoken1114", type="credit_card"
     )
     midtrans_charge = request(hanging_card, invoice="inv_c3")
-    with pytest.raises(GatewayUnavailable):
-        charge_attempt(
-            MidtransGateway(midtrans_settings(midtrans, timeout=1.0), MIDTRANS_KEYS),
-            payments,
-            midtrans_charge,
-            "invoice",
-        )
-    assert payments.get(ORG, midtrans_charge.reference) is None
+    gateway = MidtransGateway(midtrans_settings(midtrans, timeout=1.0), MIDTRANS_KEYS)
+    for _ in range(2):  # the retry finds the same claim and asks under the same order_id
+        with pytest.raises(ChargeInDoubt):
+            charge_attempt(gateway, payments, midtrans_charge, "invoice")
+    claimed = payments.get(ORG, midtrans_charge.reference)
+    assert claimed is not None
+    assert (claimed.status, claimed.version) == ("processing", 1)
     assert midtrans.charge_count(midtrans_charge.reference) == 0
 
     with HangingServer() as hanging:
@@ -162,11 +170,72 @@ def test_a_hanging_gateway_is_unavailable_and_records_no_charge(aws: None, midtr
             gateway="stripe", gateway_payment_method_id="pm_hang", type="credit_card"
         )
         stripe_charge = request(stripe_card, invoice="inv_c4", customer_id="cus_hang")
-        with pytest.raises(GatewayUnavailable):
+        with pytest.raises(ChargeInDoubt):
             charge_attempt(
                 StripeGateway(stripe_settings(hanging.url, timeout=1.0), STRIPE_KEYS),
                 payments,
                 stripe_charge,
                 "invoice",
             )
-    assert payments.get(ORG, stripe_charge.reference) is None
+    stripe_claim = payments.get(ORG, stripe_charge.reference)
+    assert stripe_claim is not None
+    assert stripe_claim.status == "processing"
+
+
+def test_a_gateway_nobody_listens_on_charged_nothing_and_keeps_no_claim(aws: None) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        closed_port = probe.getsockname()[1]  # closed again when the block ends: nobody listens
+    unreachable = MidtransGateway(
+        Settings(
+            table_name="unused",
+            midtrans_api_base=f"http://127.0.0.1:{closed_port}",
+            midtrans_snap_base=f"http://127.0.0.1:{closed_port}/snap",
+            gateway_timeout_seconds=1.0,
+        ),
+        MIDTRANS_KEYS,
+    )
+    charge = request(SAVED_CARD, invoice="inv_c5")
+    payments = default_payment_items()
+    with pytest.raises(GatewayUnavailable) as refused:
+        charge_attempt(unreachable, payments, charge, "invoice")
+    assert not isinstance(refused.value, ChargeInDoubt)
+    assert payments.get(ORG, charge.reference) is None
+
+
+@dataclass
+class AnswerLostAfterCapture:
+    """The real adapter, whose answer to the first charge is lost after Midtrans captured it (a read
+    timeout, the Lambda killed while reading): the fault sits at the gateway port."""
+
+    gateway: MidtransGateway
+    name: GatewayName = "midtrans"
+    lost: int = 0
+
+    def charge(self, charge: ChargeRequest) -> ChargeResult:
+        result = self.gateway.charge(charge)
+        if self.lost == 0:
+            self.lost += 1
+            raise GatewayUnavailable(gateway=self.name)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.gateway, name)
+
+
+def test_a_capture_whose_answer_was_lost_is_found_by_the_retry_and_recorded_once(
+    aws: None, midtrans: MidtransFake
+) -> None:
+    gateway = AnswerLostAfterCapture(MidtransGateway(midtrans_settings(midtrans, timeout=5.0), MIDTRANS_KEYS))
+    charge = request(SAVED_CARD, invoice="inv_c6")
+    payments = default_payment_items()
+    with pytest.raises(ChargeInDoubt):
+        charge_attempt(gateway, payments, charge, "invoice")
+    assert midtrans.charge_count(charge.reference) == 1  # the money was taken
+
+    payment = charge_attempt(gateway, payments, charge, "invoice")
+
+    assert (payment.status, payment.amount) == ("succeeded", 299_000)
+    assert midtrans.charge_count(charge.reference) == 1
+    stored = payments.get(ORG, charge.reference)
+    assert stored is not None
+    assert stored.status == "succeeded"

@@ -413,9 +413,9 @@ def test_a_charge_left_in_flight_is_resumed_for_its_amount_not_shrunk_by_a_top_u
     with pytest.raises(GatewayUnavailable):
         lifecycle.end_trial_action(billing, ORG, trial.id, trial.version, T0 + TRIAL)
     [draft] = billing.invoices.list_for_organization(ORG)
-    # A firing that died mid-charge leaves its attempt processing, for the full amount.
+    # A firing whose gateway did not answer leaves its attempt claimed (processing), for the full amount.
     in_flight = first_attempt_in_flight(draft, card, T0 + TRIAL)
-    assert billing.payments.claim(in_flight) is None
+    assert billing.payments.claim(in_flight) == in_flight
     set_card_token(ORG, card, good)
     topped_up = call("POST", "/billing/wallet/top-up", {"amount": 100_000, "payment_method_id": card})
     assert topped_up.status == 201, topped_up.raw

@@ -229,7 +229,7 @@ def test_a_payment_link_is_a_snap_page_that_settles(gateway: MidtransGateway, fa
 
     assert result.outcome == "pending"
     assert result.payment_url
-    assert gateway.fetch_status("inv_link-a1").state == "unknown"  # nothing chosen on the page yet
+    assert gateway.fetch_status("inv_link-a1").state == "absent"  # nothing chosen on the page yet
     fake.settle("inv_link-a1")
     assert gateway.fetch_status("inv_link-a1").state == "succeeded"
 
@@ -342,7 +342,7 @@ def test_fetch_status_of_cards_expiry_and_unknown_orders(
     expired = gateway.fetch_status("inv_exp-a1")
     assert (expired.state, expired.gateway_status) == ("failed", "expire")
     unknown = gateway.fetch_status("inv_nothing-a1")
-    assert (unknown.state, unknown.amount) == ("unknown", 0)
+    assert (unknown.state, unknown.amount) == ("absent", 0)
 
 
 # -- notifications ----------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Charging an invoice attempt: one charge per reference however often it is asked, nothing
-recorded on a transient fault, a declined charge recorded and reported."""
+recorded when the gateway refused, the claim kept when its answer was lost, a declined charge
+recorded and reported."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tagih.domain.errors import GatewayUnavailable, PaymentDeclined
+from tagih.domain.errors import ChargeInDoubt, GatewayUnavailable, PaymentDeclined
 from tagih.domain.gateway import AttachedMethod, ChargeRequest, ChargeResult, Customer
 from tagih.domain.gateway_names import charge_reference
 from tagih.domain.payments import ChargeReferenceConflict, Payment
@@ -102,10 +103,11 @@ def test_an_attempt_left_processing_by_a_crash_is_retried_with_the_same_referenc
     assert payment.version == crashed.version + 1
 
 
-def test_a_transient_fault_records_nothing_and_says_gateway_unavailable() -> None:
+def test_a_gateway_that_refused_before_charging_records_nothing() -> None:
     gateway, store = ScriptedGateway(outcome="unavailable"), InMemoryPayments()
-    with pytest.raises(GatewayUnavailable):
+    with pytest.raises(GatewayUnavailable) as refused:
         charge(gateway, store)
+    assert not isinstance(refused.value, ChargeInDoubt)
     assert store.payments == {}
 
     gateway.outcome = "transient"  # the adapter may also report it as an outcome
@@ -115,6 +117,20 @@ def test_a_transient_fault_records_nothing_and_says_gateway_unavailable() -> Non
 
     gateway.outcome = "succeeded"  # a later retry charges normally
     assert charge(gateway, store).status == "succeeded"
+
+
+def test_a_charge_whose_answer_was_lost_stays_claimed_and_its_retry_charges_nothing_more() -> None:
+    gateway, store = ScriptedGateway(outcome="lost_answer"), InMemoryPayments()
+    with pytest.raises(ChargeInDoubt):
+        charge(gateway, store)
+    claimed = store.get(ORG, f"{INVOICE}-a1")
+    assert claimed is not None
+    assert claimed.status == "processing"
+
+    gateway.outcome = "succeeded"  # the retry asks again under the same reference
+    payment = charge(gateway, store)
+    assert (payment.reference, payment.status) == (f"{INVOICE}-a1", "succeeded")
+    assert list(gateway.charges) == [f"{INVOICE}-a1"]  # one charge at the gateway
 
 
 def test_a_declined_charge_is_recorded_failed_and_raised_with_the_reason() -> None:

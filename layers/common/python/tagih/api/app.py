@@ -92,6 +92,14 @@ class TagihResolver(APIGatewayHttpResolver):
         return cast(AuthContext, self.context["auth"])
 
     @property
+    def idempotency_key(self) -> str | None:
+        """The POST's ``Idempotency-Key`` (the kernel checked it), for a route whose retry after a
+        crash must find what its first try wrote (``services.wallet.top_up``)."""
+        if self.current_event.http_method != "POST":
+            return None
+        return self.current_event.headers.get("idempotency-key") or None
+
+    @property
     def request_id(self) -> str:
         return str(self.current_event.request_context.request_id or "")
 

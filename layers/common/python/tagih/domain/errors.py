@@ -139,13 +139,29 @@ class ServiceUnavailable(BillingError):
 
 
 class GatewayUnavailable(BillingError):
-    """A transient gateway fault (timeout, 5xx, connection): nothing was recorded; retry later (503)."""
+    """A transient gateway fault (timeout, 5xx, connection); retry later (503).
+
+    ``nothing_charged`` is the adapter's word that the gateway refused before doing anything (our
+    keys, a rate limit, no secret): only then may a charge's claim be released. Any other fault
+    may have happened after the money was taken (a read timeout): see ``ChargeInDoubt``."""
 
     default_message = "The payment gateway is unavailable; try again shortly."
 
-    def __init__(self, message: str | None = None, *, gateway: str) -> None:
+    def __init__(self, message: str | None = None, *, gateway: str, nothing_charged: bool = False) -> None:
         self.gateway = gateway
+        self.nothing_charged = nothing_charged
         super().__init__(message)
+
+
+class ChargeInDoubt(GatewayUnavailable):
+    """The gateway did not answer a charge it may have made: the attempt stays claimed, and a retry
+    (the same ``Idempotency-Key``, the timer, the janitor) asks again under the same reference, so
+    the money is taken at most once and never left unrecorded (503)."""
+
+    default_message = (
+        "The payment gateway did not answer; the charge may have been made. Retry with the same "
+        "Idempotency-Key to learn its outcome: it is never charged twice."
+    )
 
 
 class InvalidSignature(BillingError):

@@ -16,7 +16,9 @@ MethodType = Literal["credit_card", "bank_transfer", "e_wallet"]
 Bank = Literal["bca", "bni", "bri", "mandiri"]
 WalletProvider = Literal["gopay", "shopeepay", "ovo"]
 ChargeOutcome = Literal["succeeded", "pending", "declined", "transient"]
-PaymentState = Literal["succeeded", "pending", "failed", "unknown"]
+# "absent": the gateway has no transaction under the reference (Midtrans looks one up by order_id; a
+# Snap page the payer has not used yet is absent too); "unknown": it cannot tell.
+PaymentState = Literal["succeeded", "pending", "failed", "unknown", "absent"]
 
 MAX_ORDER_ID = 50  # Midtrans' limit for order_id
 MIDTRANS_CURRENCY = "IDR"  # the only currency Midtrans charges

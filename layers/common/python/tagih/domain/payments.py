@@ -7,8 +7,9 @@ holds the records, their store's Protocol and the pure decisions on them; two se
 - ``services.charging.charge_attempt`` claims the reference with a conditional write (the
   ``processing_claim``) *before* calling the gateway, so a retried Lambda or a double click finds
   the claim and makes no second charge. A claim left in ``processing`` (a crash between claim and
-  outcome) is retried with the same reference, which the gateway's own idempotency makes safe. A
-  transient fault removes the claim: no charge is recorded and the caller answers 503.
+  outcome, or a gateway that did not answer) is retried with the same reference, which the
+  gateway's own idempotency makes safe. Only a fault the gateway refused before doing anything
+  removes the claim: no charge is recorded and the caller answers 503.
 - ``services.notifications.record_verified_payment`` is the one call through which a confirmed (or
   failed) payment reaches billing: invoices and the wallet plug in as a ``PaymentListener``. The
   status comes from the gateway's status API (the truth), never from the notification's own

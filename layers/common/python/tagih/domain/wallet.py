@@ -290,8 +290,12 @@ def changed_wallet(wallet: Wallet, now: datetime, **update: Any) -> Wallet:
     return wallet.model_copy(update={**update, "version": wallet.version + 1, "updated_at": now})
 
 
-def top_up_entry(wallet: Wallet, amount: int, method: PaymentMethod, now: datetime) -> WalletTransaction:
-    transaction_id = new_id("txn")
+def top_up_entry(
+    wallet: Wallet, amount: int, method: PaymentMethod, now: datetime, transaction_id: str | None = None
+) -> WalletTransaction:
+    """A pending top-up of ``amount`` by ``method``; ``transaction_id`` when the request's key
+    names it (``services.wallet.top_up``), else a new one."""
+    transaction_id = transaction_id or new_id("txn")
     return WalletTransaction(
         id=transaction_id,
         organization_id=wallet.organization_id,

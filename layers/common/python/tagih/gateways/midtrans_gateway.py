@@ -35,6 +35,7 @@ import requests
 from midtransclient.config import ApiConfig
 from midtransclient.error_midtrans import JSONDecodeError as MidtransJSONDecodeError
 from midtransclient.http_client import HttpClient
+from urllib3.exceptions import NewConnectionError
 
 from tagih.config import Settings, get_settings
 from tagih.domain.errors import GatewayUnavailable, InvalidSignature, PaymentDeclined
@@ -167,6 +168,14 @@ def _refusal(error: Any) -> _Refusal:
         detail = "; ".join(str(m) for m in messages)
         message = f"{message}: {detail}" if message else detail
     return _Refusal(code=code, message=message or f"Midtrans answered {code}", body=body)
+
+
+def _never_sent(error: requests.RequestException) -> bool:
+    """The request never reached Midtrans (no connection was made), so it cannot have charged."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(error, requests.ConnectionError) and isinstance(reason, NewConnectionError)
 
 
 def _is_snap_duplicate(refusal: _Refusal) -> bool:
@@ -333,7 +342,9 @@ class MidtransGateway:
         except requests.RequestException as error:
             logger.warning("midtrans %s failed in transport: %s", operation, type(error).__name__)
             raise GatewayUnavailable(
-                "The payment gateway did not answer in time; try again shortly.", gateway=GATEWAY
+                "The payment gateway did not answer in time; try again shortly.",
+                gateway=GATEWAY,
+                nothing_charged=_never_sent(error),
             ) from error
         except MidtransJSONDecodeError as error:
             logger.warning("midtrans %s answered something that is not JSON", operation)
@@ -344,7 +355,8 @@ class MidtransGateway:
 
     def _unavailable(self, operation: str, refusal: _Refusal) -> GatewayUnavailable:
         logger.warning("midtrans %s refused with %s", operation, refusal.code)
-        return GatewayUnavailable(gateway=GATEWAY)
+        # Our keys, channels or rate limit were refused before anything was done; a 5xx may not be.
+        return GatewayUnavailable(gateway=GATEWAY, nothing_charged=refusal.code in _UNAVAILABLE_CODES)
 
     # -- the port ---------------------------------------------------------------------------------
     def ensure_customer(self, customer: Customer) -> str | None:
@@ -644,7 +656,7 @@ class MidtransGateway:
             return PaymentStatus(
                 gateway=GATEWAY,
                 reference=reference,
-                state="unknown",
+                state="absent",  # Midtrans finds an order by its id: none was made
                 amount=0,
                 currency=CURRENCY,
                 gateway_status="not_found",

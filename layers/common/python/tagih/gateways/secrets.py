@@ -94,7 +94,7 @@ def _read(gateway: str, name: str, shape: str) -> dict[str, Any]:
             logger.error("secret %s is unreadable: %s", name, code)
             raise not_filled from None
         logger.warning("reading secret %s failed: %s", name, code or type(cause).__name__)
-        raise GatewayUnavailable(gateway=gateway.lower()) from None
+        raise GatewayUnavailable(gateway=gateway.lower(), nothing_charged=True) from None
     if not isinstance(value, dict):
         logger.error("secret %s is not a JSON object", name)
         raise not_filled

@@ -276,7 +276,11 @@ class StripeGateway:
             error.http_status,
             error.request_id,
         )
-        return GatewayUnavailable(gateway=GATEWAY)
+        # A rate limit or our keys refused: Stripe did nothing. A 5xx or a lost answer may have.
+        refused = isinstance(
+            error, (stripe.RateLimitError, stripe.AuthenticationError, stripe.PermissionError)
+        )
+        return GatewayUnavailable(gateway=GATEWAY, nothing_charged=refused)
 
     # -- the port ---------------------------------------------------------------------------------
     def ensure_customer(self, customer: Customer) -> str | None:

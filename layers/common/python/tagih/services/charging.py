@@ -6,9 +6,10 @@
   (``_charge``) for what is due on an invoice or a wallet top-up.
 - ``charge_attempt`` claims the attempt's reference with a conditional write *before* calling the
   gateway, so a retried Lambda or a double click finds the claim and makes no second charge. A
-  claim left in ``processing`` (a crash between claim and outcome) is retried with the same
-  reference, which the gateway's own idempotency makes safe. A transient fault removes the claim:
-  no charge is recorded and the caller answers 503.
+  claim left in ``processing`` (a crash between claim and outcome, a gateway that did not answer:
+  ``ChargeInDoubt``) is retried with the same reference, which the gateway's own idempotency makes
+  safe; ``services.janitor`` does so for claims nobody retries. Only a fault the gateway refused
+  before doing anything (``GatewayUnavailable.nothing_charged``) removes the claim.
 - ``recorded_attempts`` reads what was charged for an invoice so far, for the attempt decisions of
   ``domain.payments`` (``next_attempt``, ``settled_attempt``).
 
@@ -26,6 +27,7 @@ from aws_lambda_powertools import Logger
 
 from tagih import clock
 from tagih.domain.errors import (
+    ChargeInDoubt,
     GatewayUnavailable,
     PaymentDeclined,
     PaymentMethodNotFound,
@@ -213,8 +215,8 @@ def charge_attempt(
     """Charge ``request`` once per reference, however often this is called.
 
     Returns the ``succeeded`` or ``pending`` payment; raises ``PaymentDeclined`` (recorded as
-    ``failed``) or ``GatewayUnavailable`` (nothing recorded).
-    """
+    ``failed``), ``ChargeInDoubt`` (the claim stays ``processing``) or ``GatewayUnavailable`` (the
+    gateway charged nothing; the claim is gone)."""
     from tagih.domain.gateway import ChargeResult
     from tagih.domain.payments import (
         charged_or_declined,
@@ -247,7 +249,12 @@ def charge_attempt(
 
     try:
         result = gateway.charge(request)
-    except GatewayUnavailable:
+    except GatewayUnavailable as fault:
+        if not fault.nothing_charged:
+            # The charge may have been made (a read timeout after capture): the claim stays, and
+            # whoever retries (the client's same key, the timer, the janitor) asks again under it.
+            logger.warning("charge attempt in doubt; its claim stays", extra=_log_fields(claim))
+            raise ChargeInDoubt(gateway=gateway.name) from None
         payments.release_claim(claim.organization_id, claim.reference, claim.version)
         raise
     except PaymentDeclined as declined:  # an adapter may raise rather than return "declined"

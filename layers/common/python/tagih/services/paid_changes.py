@@ -22,6 +22,7 @@ from aws_lambda_powertools import Logger
 from tagih.domain import invoices as inv
 from tagih.domain.errors import (
     BillingError,
+    ChargeInDoubt,
     GatewayUnavailable,
     InvoiceNotFound,
     PaymentDeclined,
@@ -180,6 +181,8 @@ def _charge_claimed_change(
     try:
         # ``charging.charge_attempt`` finds our claim and carries it out (its "left processing" path).
         payment = charge_invoice(billing, candidate, method, FIRST_ATTEMPT, change.now)
+    except ChargeInDoubt:
+        raise  # the gateway may have the money: the claim stays for the retry (or the janitor)
     except (PaymentDeclined, GatewayUnavailable):
         # A decline is recorded as failed and a gateway fault released the claim already; a fault
         # before the gateway was asked (its customer record) leaves our claim: release it, so the

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools import Logger
 
 from tagih.domain import invoices as inv
-from tagih.domain.errors import GatewayUnavailable, PaymentDeclined, PaymentMethodNotFound, VersionConflict
+from tagih.domain.errors import (
+    ChargeInDoubt,
+    GatewayUnavailable,
+    PaymentDeclined,
+    PaymentMethodNotFound,
+    VersionConflict,
+)
 from tagih.domain.gateway_names import FIRST_ATTEMPT, charge_reference, check_gateway_currency
 from tagih.domain.invoices import Invoice
 from tagih.domain.money import DEFAULT_CURRENCY, Currency
@@ -42,12 +48,13 @@ from tagih.domain.wallet import (
     recharge_abandoned,
     top_up_entry,
 )
-from tagih.ids import new_id
+from tagih.ids import derived_id, new_id
 from tagih.services.accounts import default_billing_account
 from tagih.services.charging import NO_PAYMENT_METHOD, charge_top_up, paying_method
 
 if TYPE_CHECKING:
     from tagih.domain.accounts import AccountStore
+    from tagih.domain.payment_methods import PaymentMethod
     from tagih.domain.payments import Payment, PaymentFailed, PaymentSettled
     from tagih.services.context import Billing
 
@@ -137,29 +144,78 @@ def top_up(
     amount: int,
     payment_method_id: str | None,
     now: datetime,
+    request_key: str | None = None,
 ) -> WalletTransaction:
     """``POST /billing/wallet/top-up``: charge ``amount`` (the wallet's currency) to the method, or
     the default one. A card that pays credits at once (``succeeded``); a virtual account or
     e-wallet answers ``pending`` with how to pay, credited by the notification; a decline raises
-    ``PaymentDeclined`` (402) with the entry kept ``failed``; no answer from the gateway raises
-    ``GatewayUnavailable`` (503) with nothing kept."""
+    ``PaymentDeclined`` (402) with the entry kept ``failed``; a gateway that refused raises
+    ``GatewayUnavailable`` (503) with nothing kept; one that did not answer raises
+    ``ChargeInDoubt`` (503) with the entry kept ``pending`` and its charge claimed.
+
+    With ``request_key`` (the request's ``Idempotency-Key``) the entry's id derives from the
+    organization, the key and the request, so a retry after a crash or a 503 resumes the same
+    entry and charge reference (``_resume_top_up``) instead of charging a second time."""
     store = _store(billing)
+    transaction_id = (
+        derived_id("txn", organization_id, "wallet.top_up", request_key, str(amount), payment_method_id or "")
+        if request_key is not None
+        else None
+    )
+    if transaction_id is not None:
+        earlier = store.find_transaction(organization_id, transaction_id)
+        if earlier is not None:
+            return _resume_top_up(billing, earlier, now)
     method = paying_method(billing, organization_id, named=payment_method_id, required=NO_PAYMENT_METHOD)
     wallet = store.get(organization_id) or new_wallet(
         organization_id, wallet_currency(billing.accounts, organization_id), now
     )
     check_amount("amount", amount, wallet.currency)
     check_gateway_currency(method.gateway, wallet.currency, "wallet")
-    entry = top_up_entry(wallet, amount, method, now)
-    _open_top_up(store, wallet, entry)
+    entry = top_up_entry(wallet, amount, method, now, transaction_id)
+    try:
+        _open_top_up(store, wallet, entry)
+    except StaleWallet:
+        earlier = store.find_transaction(organization_id, entry.id) if transaction_id else None
+        if earlier is None:
+            raise VersionConflict(BUSY) from None
+        return _resume_top_up(billing, earlier, now)  # the same key's other try wrote it meanwhile
+    return _charge_entry(billing, entry, method, now)
+
+
+def _resume_top_up(billing: Billing, entry: WalletTransaction, now: datetime) -> WalletTransaction:
+    """An earlier try of the same request wrote ``entry``: answer its outcome, or carry its charge
+    on under the same reference (the gateway's idempotency makes asking again safe)."""
+    if entry.status == "succeeded":
+        return entry
+    if entry.status == "failed":
+        raise PaymentDeclined(entry.failure_reason or "declined", gateway=_entry_gateway(billing, entry))
+    method = billing.payment_methods.get(entry.organization_id, entry.payment_method_id or "")
+    logger.info("resuming a wallet top-up", extra={"transaction_id": entry.id})
+    return _charge_entry(billing, entry, method, now)
+
+
+def _entry_gateway(billing: Billing, entry: WalletTransaction) -> str:
+    payment = billing.payments.get(entry.organization_id, charge_reference(entry.id, FIRST_ATTEMPT))
+    return payment.gateway if payment is not None else "unknown"
+
+
+def _charge_entry(
+    billing: Billing, entry: WalletTransaction, method: PaymentMethod, now: datetime
+) -> WalletTransaction:
     try:
         payment = charge_top_up(billing, entry, method, now)
     except PaymentDeclined as declined:
         _fail(billing, entry.organization_id, entry.id, declined.reason, now)
         logger.info("wallet top-up declined", extra={"transaction_id": entry.id})
         raise
+    except ChargeInDoubt:
+        # The gateway may have taken the money: the entry stays pending, claimed, for the retry of
+        # the same key or the janitor to finish (credited once, or failed).
+        logger.warning("wallet top-up in doubt; kept pending", extra={"transaction_id": entry.id})
+        raise
     except GatewayUnavailable:
-        _discard(store, entry)
+        _discard(_store(billing), entry)
         raise
     return _after_charge(billing, entry, payment, now)
 
