@@ -176,6 +176,7 @@ def subscribe(body: CreateSubscription) -> SubscriptionView:
         cycle=body.billing_cycle,
         payment_method_id=body.payment_method_id,
         now=clock.now(),
+        request_key=app.idempotency_key,
     )
     logger.info(
         "subscribed",

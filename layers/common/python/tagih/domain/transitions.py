@@ -67,6 +67,7 @@ def start_subscription(
     existing: Subscription | None = None,
     gateway_customer_id: str | None = None,
     trial_length: timedelta | None = None,
+    subscription_id: str | None = None,
 ) -> StartDecision:
     """A new subscription to ``plan``.
 
@@ -76,7 +77,8 @@ def start_subscription(
     asynchronous payment leaves it ``incomplete`` until paid or ``expire_incomplete`` 23 h later.
     ``trial_length`` overrides ``plan.trial_days`` (the ``TRIAL_DURATION`` configuration, seconds in
     end-to-end tests). ``existing`` is the organization's stored subscription, if any: a live one
-    refuses (409 already_subscribed), a cancelled one is replaced by this one (a new id).
+    refuses (409 already_subscribed), a cancelled one is replaced by this one (a new id, or
+    ``subscription_id`` when the request's key names it).
     """
     now = as_utc(now)
     if existing is not None:
@@ -89,7 +91,7 @@ def start_subscription(
     check_target_plan(plan, currency)
     price = plan_price(plan, cycle)
     common: dict[str, Any] = {
-        "id": new_id("sub"),
+        "id": subscription_id or new_id("sub"),
         "organization_id": organization_id,
         "plan": plan.slug,
         "plan_name": plan.name,

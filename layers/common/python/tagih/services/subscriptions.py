@@ -27,7 +27,8 @@ from tagih.domain.plan_slugs import FREE_PLAN
 from tagih.domain.subscriptions import BillingCycle, Subscription, current_or_free, current_period
 from tagih.domain.transitions import activate_after_first_payment, cancel, reactivate, start_subscription
 from tagih.events.models import EventType
-from tagih.services.charging import charge_invoice, paying_method
+from tagih.ids import derived_id
+from tagih.services.charging import attempt_to_charge, charge_invoice, paying_method
 from tagih.services.drafts import subscription_draft
 
 if TYPE_CHECKING:
@@ -72,9 +73,23 @@ def subscribe(
     cycle: BillingCycle,
     payment_method_id: str | None,
     now: datetime,
+    request_key: str | None = None,
 ) -> Subscribed:
+    """``POST /billing/subscriptions``. With ``request_key`` (the request's ``Idempotency-Key``)
+    the subscription's id derives from the organization, the key and the request, so a retry after
+    a crash finds the subscription its first try wrote and carries its first charge on
+    (``_resume_first_charge``) instead of answering 409 ``already_subscribed``."""
     plan = billing.catalog.plan(plan_slug) if plan_slug else default_plan(billing)
     existing = billing.subscriptions.current(organization_id)
+    subscription_id = (
+        derived_id(
+            "sub", organization_id, "subscribe", request_key, plan.slug, cycle, payment_method_id or ""
+        )
+        if request_key is not None
+        else None
+    )
+    if existing is not None and subscription_id is not None and existing.id == subscription_id:
+        return _resume_first_charge(billing, existing, now)
     method = paying_method(billing, organization_id, named=payment_method_id)
     trial_available = not billing.subscriptions.has_trialled(organization_id)
     decision = start_subscription(
@@ -88,6 +103,7 @@ def subscribe(
         currency=plan.currency,
         existing=existing,
         trial_length=billing.trial_length,
+        subscription_id=subscription_id,
     )
     subscription = decision.subscription
     replacing = existing if existing is not None and existing.id is not None else None
@@ -121,10 +137,51 @@ def subscribe(
     return _first_invoice_charged(billing, subscription, draft, payment, now)
 
 
+def _resume_first_charge(billing: Billing, subscription: Subscription, now: datetime) -> Subscribed:
+    """The same request's earlier try wrote ``subscription`` and died (or is still running): carry
+    its first invoice on from where it stopped. An attempt already claimed or charged is asked again
+    under its reference (``attempt_to_charge``), never charged a second time."""
+    invoice = next(
+        (
+            found
+            for found in billing.invoices.list_for_organization(subscription.organization_id)
+            if found.subscription_id == subscription.id and found.billing_reason == "subscription_create"
+        ),
+        None,
+    )
+    if subscription.status != "incomplete" or invoice is None or invoice.status not in _UNFINISHED:
+        return Subscribed(subscription, invoice)
+    method = paying_method(
+        billing,
+        subscription.organization_id,
+        subscription=subscription,
+        required="The first invoice needs a payment method.",
+    )
+    from tagih.services.wallet import pay_from_wallet_first, return_wallet_credit  # the charging path
+
+    try:
+        plan = attempt_to_charge(billing, invoice, method)
+        if plan.settled is None and plan.attempt == FIRST_ATTEMPT and invoice.status == "draft":
+            invoice = pay_from_wallet_first(billing, invoice, now)  # nothing charged yet: the wallet first
+            plan = attempt_to_charge(billing, invoice, method)
+        payment = plan.settled
+        if payment is None and invoice.amount_due:
+            payment = charge_invoice(billing, invoice, method, plan.attempt, now)
+    except BillingError:
+        if invoice.status == "draft":  # as on the first try: a decline keeps nothing
+            billing.subscriptions.delete(subscription, invoices=[return_wallet_credit(billing, invoice, now)])
+        raise
+    return _first_invoice_charged(billing, subscription, invoice, payment, now)
+
+
+_UNFINISHED = frozenset({"draft", "open"})
+
+
 def _first_invoice_charged(
     billing: Billing, subscription: Subscription, draft: Invoice, payment: Payment | None, now: datetime
 ) -> Subscribed:
-    finalized = billing.invoices.finalize(draft, now)  # paid at once when the wallet covered it
+    # Paid at once when the wallet covered it; numbered already when an earlier try died after this.
+    finalized = draft if draft.number is not None else billing.invoices.finalize(draft, now)
     events: list[Event] = []
     if payment is None or payment.status == "succeeded":
         # Covered by the wallet, it was paid as it was numbered: written again with the subscription.
