@@ -50,6 +50,7 @@ SUPPORTED_TYPES = frozenset(
         "AWS::SQS::Queue",
         "AWS::SQS::QueuePolicy",
         "AWS::Logs::LogGroup",
+        "AWS::CloudWatch::Alarm",
         "AWS::Serverless::LayerVersion",
         "AWS::Serverless::Function",
         "AWS::Serverless::HttpApi",

@@ -8,15 +8,22 @@ botocore's hooks are touched (``tests.fakes.faults``). Each test prints how many
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
 
 from local.midtrans_fake import MidtransFake
+from tagih import clock, wiring
+from tagih.services import dunning, lifecycle, subscriptions
+from tagih.services.context import Billing
+from tagih.services.lifecycle import ActionResult
 from tests.conftest import TABLE_NAME
-from tests.fakes.billing_setup import CARD_TOKEN, add_method, mark_trialled
+from tests.fakes.billing_setup import CARD_TOKEN, DECLINING, add_method, mark_trialled, set_card_token
 from tests.fakes.faults import Boundary, run_until_it_finishes
 from tests.fakes.gateway_env import configure_gateways
 from tests.fakes.lambda_runtime import Answer, call_api, call_route
@@ -27,6 +34,9 @@ SUBS = "/billing/subscriptions"
 AMOUNT = 150_000
 PRO_WITH_PPN = 331_890  # 299,000 + 11 % PPN
 KEY = {"Idempotency-Key": "the-request"}
+TRIAL = timedelta(hours=1)
+RETRY_LATER = timedelta(minutes=3)  # beyond paid_changes.ABANDONED_CHARGE
+T0 = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture
@@ -103,77 +113,280 @@ def invoices_paid(org: str) -> int:
 
 
 def check_gapless_numbers() -> None:
-    """Every invoice number handed out, in every organization, is used once, with no gap."""
+    """Every invoice number handed out, in every organization, is used once, with no gap (numbers
+    count from 1 in each year: ``INV-2026-0001``)."""
     scanned = boto3.resource("dynamodb").Table(TABLE_NAME).scan(ConsistentRead=True)["Items"]
-    numbers = sorted(
-        str(i["number"]) for i in scanned if str(i["SK"]).startswith("INVOICE#") and i.get("number")
-    )
-    sequence = [int(number.rsplit("-", 1)[1]) for number in numbers]
-    assert sequence == list(range(1, len(sequence) + 1)), numbers
+    by_year: dict[str, list[int]] = {}
+    for item in scanned:
+        if str(item["SK"]).startswith("INVOICE#") and item.get("number"):
+            _, year, sequence = str(item["number"]).split("-")
+            by_year.setdefault(year, []).append(int(sequence))
+    for year, sequences in by_year.items():
+        assert sorted(sequences) == list(range(1, len(sequences) + 1)), year
+
+
+# -- the harness ---------------------------------------------------------------------------------------
+@dataclass
+class Case:
+    """One organization per case, set up before the crash window; what the gateway had captured then."""
+
+    org: str
+    captured_before: int
+    card: str = ""
+    ids: dict[str, Any] = field(default_factory=dict)
+
+
+def billing() -> Billing:
+    """The services' ports as the functions build them (built inside the crash window, so that
+    their clients carry its hooks)."""
+    return dataclasses.replace(wiring.default_billing(), trial_length=TRIAL)
+
+
+def survives_every_crash(
+    midtrans: MidtransFake,
+    name: str,
+    prepare: Callable[[Case], None],
+    act: Callable[[Case], Any],
+    check: Callable[[Case, Any], None],
+) -> int:
+    """``act`` killed at every boundary, then run again as its caller would (``act`` again, once
+    the dead request's in-progress key lapsed), then ``check``ed with what the retry returned, and
+    the money reconciled: captured at the gateway = paid on the organization's invoices + credited
+    to its wallet; no attempt left claimed. Returns the number of cases."""
+    cases: dict[int, Case] = {}
+
+    def set_up(number: int) -> None:
+        case = Case(org=f"org_fault_{name}_{number}", captured_before=captured(midtrans))
+        prepare(case)
+        cases[number] = case
+
+    def run(number: int, boundary: Boundary) -> None:
+        act(cases[number])
+
+    def recover(number: int) -> None:
+        case = cases[number]
+        expire_requests_in_progress(case.org)
+        # The retry comes once the dead request is surely dead: after its in-progress key lapsed
+        # (the function's timeout) and a claim it left counts as abandoned.
+        clock.use_wall_clock(lambda: datetime.now(UTC) + RETRY_LATER)
+        try:
+            retried = act(case)
+        finally:
+            clock.use_wall_clock(None)
+        check(case, retried)
+        credited = sum(
+            t["amount"] for t in ledger(case.org) if t["type"] == "top_up" and t["status"] == "succeeded"
+        )
+        assert captured(midtrans) - case.captured_before == invoices_paid(case.org) + credited, number
+        assert open_payments(case.org) == [], number
+
+    count = run_until_it_finishes(set_up, run, recover)
+    check_gapless_numbers()
+    print(f"{name}: {count} (boundary x crash) cases, each recovered and reconciled")
+    return count
+
+
+def created(answer: Answer) -> dict[str, Any]:
+    assert answer.status in (200, 201), answer.raw
+    body: dict[str, Any] = answer.body
+    return body
+
+
+def attach_card(case: Case) -> None:
+    case.card = add_method(case.org, {"type": "credit_card", "token": CARD_TOKEN})
+
+
+def active_pro(case: Case) -> None:
+    mark_trialled(case.org)
+    attach_card(case)
+    sub = subscriptions.subscribe(
+        billing(),
+        organization_id=case.org,
+        plan_slug="pro",
+        cycle="monthly",
+        payment_method_id=case.card,
+        now=T0,
+    ).subscription
+    assert sub.status == "active"
+    case.ids["sub"] = sub
+
+
+def trialing_pro(case: Case) -> None:
+    attach_card(case)
+    sub = subscriptions.subscribe(
+        billing(),
+        organization_id=case.org,
+        plan_slug="pro",
+        cycle="monthly",
+        payment_method_id=case.card,
+        now=T0,
+    ).subscription
+    assert sub.status == "trialing"
+    case.ids["sub"] = sub
+
+
+def past_due_pro(case: Case) -> None:
+    """A trial whose end was declined: past_due, an open invoice, its first dunning retry due; the
+    card good again."""
+    trialing_pro(case)
+    good = set_card_token(case.org, case.card, DECLINING)
+    sub = case.ids["sub"]
+    failed = lifecycle.end_trial_action(billing(), case.org, sub.id, sub.version, T0 + TRIAL)
+    assert (failed.reason, failed.invoice is not None) == ("payment_failed", True)
+    set_card_token(case.org, case.card, good)
+    case.ids["invoice"], case.ids["retry_at"] = failed.invoice, failed.next_retry_at
+
+
+def stored_subscription(case: Case) -> dict[str, Any]:
+    [sub] = items(case.org, "SUBSCRIPTION")
+    return sub
+
+
+def done_or_skipped(result: ActionResult) -> str:
+    assert result.status in ("done", "skipped"), result
+    return result.status
 
 
 # -- wallet top-ups ------------------------------------------------------------------------------------
 def test_a_card_top_up_killed_at_any_boundary_and_retried_charges_and_credits_once(
     midtrans: MidtransFake,
 ) -> None:
-    orgs: dict[int, str] = {}
+    def top_up(case: Case) -> dict[str, Any]:
+        return created(call(case.org, "POST", TOP_UP, {"amount": AMOUNT}, headers=KEY))
 
-    def attach_card(case: int) -> None:
-        orgs[case] = f"org_fault_card_{case}"
-        add_method(orgs[case], {"type": "credit_card", "token": CARD_TOKEN})
+    def check(case: Case, retried: dict[str, Any]) -> None:
+        [entry] = ledger(case.org)
+        assert (entry["id"], entry["status"], entry["amount"]) == (retried["id"], "succeeded", AMOUNT)
+        assert len(captures(midtrans, {entry["gateway_order_id"]})) == 1
+        assert balance(case.org) == AMOUNT
 
-    def top_up(case: int, boundary: Boundary) -> None:
-        org = orgs[case]
-        answer = call(org, "POST", TOP_UP, {"amount": AMOUNT}, headers={"Idempotency-Key": "top-up"})
-        assert answer.status == 201, (str(boundary), answer.raw)
-
-    def retry_and_check(case: int) -> None:
-        org = orgs[case]
-        expire_requests_in_progress(org)
-        retried = call(org, "POST", TOP_UP, {"amount": AMOUNT}, headers={"Idempotency-Key": "top-up"})
-        assert retried.status == 201, (case, retried.raw)
-        assert retried.body["status"] == "succeeded", (case, retried.body)
-        [entry] = ledger(org)
-        assert (entry["id"], entry["status"], entry["amount"]) == (retried.body["id"], "succeeded", AMOUNT)
-        assert len(captures(midtrans, {entry["gateway_order_id"]})) == 1, case
-        assert balance(org) == AMOUNT, case
-        assert open_payments(org) == [], case
-
-    cases = run_until_it_finishes(attach_card, top_up, retry_and_check)
-    print(f"card top-up: {cases} (boundary x crash) cases, each retried and reconciled")
-    assert cases >= 10
+    assert survives_every_crash(midtrans, "card_top_up", attach_card, top_up, check) >= 10
 
 
 # -- invoices charged by a request -----------------------------------------------------------------------
 def test_a_first_subscription_killed_at_any_boundary_and_retried_is_charged_and_paid_once(
     midtrans: MidtransFake,
 ) -> None:
-    orgs: dict[int, tuple[str, str, int]] = {}
+    def prepare(case: Case) -> None:
+        mark_trialled(case.org)  # charged at once, no trial
+        attach_card(case)
 
-    def add_card(case: int) -> None:
-        org = f"org_fault_sub_{case}"
-        mark_trialled(org)  # charged at once, no trial
-        orgs[case] = (org, add_method(org, {"type": "credit_card", "token": CARD_TOKEN}), captured(midtrans))
+    def subscribe(case: Case) -> dict[str, Any]:
+        body = {"plan": "pro", "payment_method_id": case.card}
+        return created(call_api("POST", SUBS, body=body, org=case.org, headers=KEY))
 
-    def subscribe(case: int, boundary: Boundary) -> None:
-        org, card, _ = orgs[case]
-        answer = call_api("POST", SUBS, body={"plan": "pro", "payment_method_id": card}, org=org, headers=KEY)
-        assert answer.status == 201, (str(boundary), answer.raw)
+    def check(case: Case, retried: dict[str, Any]) -> None:
+        assert retried["status"] == "active"
+        [invoice] = items(case.org, "INVOICE#")
+        assert (invoice["status"], int(invoice["amount_paid"])) == ("paid", PRO_WITH_PPN)
 
-    def retry_and_check(case: int) -> None:
-        org, card, before = orgs[case]
-        expire_requests_in_progress(org)
-        retried = call_api(
-            "POST", SUBS, body={"plan": "pro", "payment_method_id": card}, org=org, headers=KEY
+    assert survives_every_crash(midtrans, "first_charge", prepare, subscribe, check) >= 10
+
+
+def test_paying_an_open_invoice_killed_at_any_boundary_and_retried_pays_it_once(
+    midtrans: MidtransFake,
+) -> None:
+    def pay(case: Case) -> Answer:
+        invoice = case.ids["invoice"]
+        return call_api("POST", f"/billing/invoices/{invoice.id}/pay", body={}, org=case.org, headers=KEY)
+
+    def check(case: Case, retried: Answer) -> None:
+        # Killed after the invoice was paid but before its key's answer was kept, the retry runs
+        # again and is told so (Stripe answers a paid invoice's pay the same way).
+        if retried.status == 409:
+            assert retried.error_code == "invoice_not_payable"
+        else:
+            assert (retried.status, retried.body["status"]) == (200, "paid"), retried.raw
+        [invoice] = items(case.org, "INVOICE#")
+        assert (invoice["status"], int(invoice["amount_paid"])) == ("paid", PRO_WITH_PPN)
+        assert stored_subscription(case)["status"] == "active"
+
+    assert survives_every_crash(midtrans, "pay_now", past_due_pro, pay, check) >= 10
+
+
+def test_an_upgrade_killed_at_any_boundary_and_retried_is_charged_once(midtrans: MidtransFake) -> None:
+    def upgrade(case: Case) -> dict[str, Any]:
+        sub = case.ids["sub"]
+        path = f"{SUBS}/{sub.id}/change"
+        return created(call_api("POST", path, body={"plan": "business"}, org=case.org, headers=KEY))
+
+    def check(case: Case, retried: dict[str, Any]) -> None:
+        assert stored_subscription(case)["plan"] == "business"
+        assert [i["status"] for i in items(case.org, "INVOICE#")] == ["paid", "paid"]
+
+    assert survives_every_crash(midtrans, "plan_change", active_pro, upgrade, check) >= 10
+
+
+def test_an_add_on_killed_at_any_boundary_and_retried_is_charged_once(midtrans: MidtransFake) -> None:
+    def attach(case: Case) -> Answer:
+        sub = case.ids["sub"]
+        body = {"addon": "extra-members", "quantity": 5}
+        return call_api("POST", f"{SUBS}/{sub.id}/addons", body=body, org=case.org, headers=KEY)
+
+    def check(case: Case, retried: Answer) -> None:
+        # Killed after the add-on was written but before its key's answer was kept, the retry is
+        # told it is attached; otherwise it finishes the first try's charge.
+        if retried.status == 409:
+            assert retried.error_code == "addon_already_attached"
+        else:
+            assert (retried.status, retried.body["quantity"]) == (201, 5), retried.raw
+        [item] = stored_subscription(case)["addons"]
+        assert (item["slug"], int(item["quantity"])) == ("extra-members", 5)
+        assert [i["status"] for i in items(case.org, "INVOICE#")] == ["paid", "paid"]
+
+    assert survives_every_crash(midtrans, "add_on", active_pro, attach, check) >= 10
+
+
+# -- invoices charged by a timer ---------------------------------------------------------------------------
+def test_a_trial_end_killed_at_any_boundary_and_retried_by_its_timer_is_paid_once(
+    midtrans: MidtransFake,
+) -> None:
+    def end_trial(case: Case) -> str:
+        sub = case.ids["sub"]
+        return done_or_skipped(
+            lifecycle.end_trial_action(billing(), case.org, sub.id, sub.version, T0 + TRIAL)
         )
-        assert retried.status == 201, (case, retried.raw)
-        assert retried.body["status"] == "active", (case, retried.body)
-        [invoice] = items(org, "INVOICE#")
-        assert (invoice["status"], int(invoice["amount_paid"])) == ("paid", PRO_WITH_PPN), case
-        assert captured(midtrans) - before == invoices_paid(org) == PRO_WITH_PPN, case
-        assert open_payments(org) == [], case
 
-    cases = run_until_it_finishes(add_card, subscribe, retry_and_check)
-    check_gapless_numbers()
-    print(f"first subscription charge: {cases} (boundary x crash) cases, each retried and reconciled")
-    assert cases >= 10
+    def check(case: Case, status: str) -> None:
+        assert stored_subscription(case)["status"] == "active"
+        [invoice] = items(case.org, "INVOICE#")
+        assert (invoice["status"], int(invoice["amount_paid"])) == ("paid", PRO_WITH_PPN)
+
+    assert survives_every_crash(midtrans, "trial_end", trialing_pro, end_trial, check) >= 10
+
+
+def test_a_renewal_killed_at_any_boundary_and_retried_by_its_timer_is_paid_once(
+    midtrans: MidtransFake,
+) -> None:
+    def renew(case: Case) -> str:
+        sub = case.ids["sub"]
+        return done_or_skipped(
+            lifecycle.renew_action(billing(), case.org, sub.id, sub.version, sub.current_period_end)
+        )
+
+    def check(case: Case, status: str) -> None:
+        renewed = stored_subscription(case)
+        assert (renewed["status"], renewed["current_period_start"]) == (
+            "active",
+            case.ids["sub"].current_period_end.isoformat().replace("+00:00", "Z"),
+        )
+        assert [i["status"] for i in items(case.org, "INVOICE#")] == ["paid", "paid"]
+
+    assert survives_every_crash(midtrans, "renewal", active_pro, renew, check) >= 10
+
+
+def test_a_dunning_retry_killed_at_any_boundary_and_retried_by_its_timer_pays_once(
+    midtrans: MidtransFake,
+) -> None:
+    def retry(case: Case) -> str:
+        invoice = case.ids["invoice"]
+        return done_or_skipped(
+            dunning.retry_payment_action(billing(), case.org, invoice.id, 1, case.ids["retry_at"])
+        )
+
+    def check(case: Case, status: str) -> None:
+        assert stored_subscription(case)["status"] == "active"
+        [invoice] = items(case.org, "INVOICE#")
+        assert (invoice["status"], int(invoice["amount_paid"])) == ("paid", PRO_WITH_PPN)
+
+    assert survives_every_crash(midtrans, "dunning_retry", past_due_pro, retry, check) >= 10

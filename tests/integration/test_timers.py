@@ -389,3 +389,107 @@ def test_arming_the_same_timer_twice_starts_one_execution(
         .get_item(Key={"PK": f"ORG#{ORG}", "SK": "SUBSCRIPTION"})["Item"]["version"]
         == 1
     )
+
+
+# -- what the timers could not finish ------------------------------------------------------------------
+def test_a_trial_whose_timer_was_lost_is_ended_by_the_sweep(
+    midtrans: MidtransFake, timer_machines: dict[str, str], now: PinnedClock
+) -> None:
+    trial = subscribe()
+    ends = parse_rfc3339(trial["trial_ends_at"])
+
+    before = run_task(
+        {"action": "find_due_renewals", "at": to_rfc3339(ends - timedelta(seconds=1)), "cursor": ""}
+    )
+    now.at = ends + timedelta(minutes=5)
+    found = run_task({"action": "find_due_renewals", "at": to_rfc3339(now.at), "cursor": ""})
+
+    assert before["items"] == []
+    [due] = found["items"]
+    assert due == {"action": "end_trial", "organization_id": ORG, "subscription_id": trial["id"]}
+    ended = run_task(due)  # what the sweep's Map runs for it
+    assert (ended["status"], ended["reason"]) == ("done", "paid")
+    assert len(invoice_charges(midtrans)) == 1
+    assert call("GET", "/billing/subscription").body["status"] == "active"
+    # Active now, it is in the index again for its first renewal, not for its trial.
+    assert run_task({"action": "find_due_renewals", "at": to_rfc3339(now.at), "cursor": ""})["items"] == []
+
+
+def kept_tasks() -> list[dict[str, Any]]:
+    return list(
+        table().query(
+            KeyConditionExpression="PK = :pk",
+            ExpressionAttributeValues={":pk": "FAILEDTIMER"},
+            ConsistentRead=True,
+        )["Items"]
+    )
+
+
+def test_a_task_a_machine_gave_up_on_is_kept_and_the_janitor_finishes_it_once(
+    midtrans: MidtransFake, timer_machines: dict[str, str], now: PinnedClock
+) -> None:
+    trial = subscribe()
+    now.at = parse_rfc3339(trial["trial_ends_at"]) + timedelta(minutes=1)
+    task = {"action": "end_trial", "organization_id": ORG, "subscription_id": trial["id"]}
+    caught = {"action": "record_failed_timer", "machine": "trial", "task": task, "error": "States.Timeout"}
+
+    run_task({**caught, "cause": "Task timed out after 60.00 seconds"})
+    run_task({**caught, "cause": "again"})  # the same task failing twice is one kept item
+
+    [kept] = kept_tasks()
+    assert (kept["machine"], kept["task"], kept["failures"]) == ("trial", task, 2)
+    assert invoice_charges(midtrans) == []
+
+    first = run_task({"action": "reconcile"})
+    second = run_task({"action": "reconcile"})
+
+    assert (first["redriven"], first["still_failing"]) == (1, 0)
+    assert (second["redriven"], second["still_failing"]) == (0, 0)
+    assert kept_tasks() == []
+    assert len(invoice_charges(midtrans)) == 1
+    assert call("GET", "/billing/subscription").body["status"] == "active"
+
+
+def test_a_kept_dunning_retry_that_fails_again_is_carried_on_by_a_fresh_execution(
+    midtrans: MidtransFake, timer_machines: dict[str, str], now: PinnedClock
+) -> None:
+    trial = subscribe(token=DECLINING)
+    failed_at = parse_rfc3339(trial["trial_ends_at"])
+    now.at = failed_at
+    run_task({"action": "end_trial", "organization_id": ORG, "subscription_id": trial["id"]})
+    [invoice] = call("GET", "/billing/invoices").body["items"]
+    now.at = failed_at + DAY
+    retry = {"action": "retry_payment", "organization_id": ORG, "invoice_id": invoice["id"], "attempt": 1}
+    run_task(
+        {"action": "record_failed_timer", "machine": "dunning", "task": retry, "error": "Lambda.Unknown"}
+    )
+
+    reconciled = run_task({"action": "reconcile"})
+
+    assert (reconciled["redriven"], reconciled["still_failing"]) == (1, 0)
+    assert kept_tasks() == []
+    assert len(invoice_charges(midtrans)) == 2  # the first charge and the re-driven retry, declined
+    carried = [e for e in executions(timer_machines["dunning"]) if e["name"] != f"dunning-{invoice['id']}"]
+    [fresh] = carried
+    assert fresh["name"].startswith(f"dunning-{invoice['id']}-r")
+    assert fresh["input"] == {
+        "organization_id": ORG,
+        "invoice_id": invoice["id"],
+        "attempt": 2,
+        "wait_until": to_rfc3339(failed_at + 3 * DAY),
+    }
+
+
+def test_a_kept_task_that_still_fails_stays_kept_for_a_person(
+    midtrans: MidtransFake, timer_machines: dict[str, str], now: PinnedClock
+) -> None:
+    broken = {"action": "end_trial", "organization_id": ORG, "subscription_id": "sub_x", "unexpected": 1}
+    run_task(
+        {"action": "record_failed_timer", "machine": "trial", "task": broken, "error": "ValidationError"}
+    )
+
+    reconciled = run_task({"action": "reconcile"})
+
+    assert (reconciled["redriven"], reconciled["still_failing"]) == (0, 1)
+    [kept] = kept_tasks()
+    assert kept["task"] == broken

@@ -379,8 +379,13 @@ def current_or_free(
 
 def next_renewal_at(sub: Subscription) -> datetime | None:
     """When the renewal sweep should pick the subscription up (its sparse index entry), or None when
-    it does not renew: only active subscriptions that are not cancelling renew."""
-    if sub.id is None or sub.status != "active" or sub.cancel_at_period_end:
+    it does not renew: an active subscription's period end, a trial's end (so a trial whose timer
+    was lost is still ended by the sweep); never one that is cancelling."""
+    if sub.id is None or sub.cancel_at_period_end:
+        return None
+    if sub.status == "trialing":
+        return sub.trial_ends_at
+    if sub.status != "active":
         return None
     return sub.current_period_end
 

@@ -25,10 +25,10 @@ from tagih.domain.errors import BillingError
 from tagih.domain.invoices import Invoice, invoice_data
 from tagih.domain.subscriptions import Subscription, SubscriptionAddon
 from tagih.events.models import EventType
-from tagih.ids import new_id
+from tagih.ids import derived_id
 from tagih.services.context import Billing
 from tagih.services.drafts import change_draft
-from tagih.services.paid_changes import Decided, SubscriptionChange, charge_subscription_change
+from tagih.services.paid_changes import Decided, SubscriptionChange, change_moment, charge_subscription_change
 
 logger = Logger()
 ADDON_ID_PREFIX = "addon_"
@@ -66,7 +66,9 @@ def attach_addon(
 ) -> AddonChanged:
     current = billing.subscriptions.get(organization_id, subscription_id)
     addon = billing.catalog.addon(addon_slug)
-    item_id = new_id("si")
+    now = change_moment(billing, current, now)
+    # The same for every request attaching it to this version: a retry names the item its first try did.
+    item_id = derived_id("si", organization_id, subscription_id, str(current.version), addon.slug)
     decision = rules.attach_addon(current, addon, quantity, now, item_id=item_id)
     order = inv.AddonChangeOrder(
         action="attach", addon=addon.slug, item_id=item_id, quantity=quantity, requested_at=now
@@ -91,6 +93,7 @@ def change_addon_quantity(
     now: datetime,
 ) -> AddonChanged:
     current = billing.subscriptions.get(organization_id, subscription_id)
+    now = change_moment(billing, current, now)
     decision = rules.change_addon_quantity(current, item_id, quantity, now)
     order = inv.AddonChangeOrder(
         action="quantity", addon=decision.item.slug, item_id=item_id, quantity=quantity, requested_at=now

@@ -415,7 +415,7 @@ def _keep_active(sub: Subscription, at: datetime) -> Subscription | None:
 
 
 def _renewal_due(sub: Subscription) -> datetime | None:
-    return next_renewal_at(sub)
+    return next_renewal_at(sub) if sub.status == "active" else None  # a trial's end is not a renewal
 
 
 _RENEWAL = _PeriodKind(

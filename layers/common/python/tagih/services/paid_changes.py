@@ -10,8 +10,6 @@ is ``_commit_paid_change``.
 
 from __future__ import annotations
 
-import hashlib
-import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from aws_lambda_powertools import Logger
 
+from tagih import clock
 from tagih.domain import invoices as inv
 from tagih.domain.errors import (
     BillingError,
@@ -31,6 +30,7 @@ from tagih.domain.errors import (
 from tagih.domain.gateway_names import FIRST_ATTEMPT
 from tagih.domain.invoices import Invoice, invoice_data
 from tagih.domain.subscriptions import Subscription
+from tagih.ids import derived_id
 from tagih.services.charging import charge_invoice, paying_method
 
 if TYPE_CHECKING:
@@ -68,12 +68,6 @@ ABANDONED_CHARGE = timedelta(minutes=2)
 MAX_CHANGE_COMMITS = 3
 
 
-_ID_ALPHABET = string.ascii_letters + string.digits
-
-
-_ID_LENGTH = 20
-
-
 class PlanChanged(NamedTuple):
     subscription: Subscription
     # The prorated invoice: paid; ``open`` with a ``payment_url`` while an asynchronous payment is
@@ -84,13 +78,25 @@ class PlanChanged(NamedTuple):
 def change_invoice_id(subscription: Subscription, attempt: int) -> str:
     """The id of the invoice for try ``attempt`` of a change of ``subscription`` at its version: the
     same for every request that read that version, so their charges share one reference."""
-    seed = f"plan-change:{subscription.id}:{subscription.version}:{attempt}".encode()
-    number = int.from_bytes(hashlib.sha256(seed).digest(), "big")
-    chars = []
-    for _ in range(_ID_LENGTH):
-        number, digit = divmod(number, len(_ID_ALPHABET))
-        chars.append(_ID_ALPHABET[digit])
-    return "inv_" + "".join(chars)
+    return derived_id("inv", f"plan-change:{subscription.id}:{subscription.version}:{attempt}")
+
+
+def change_moment(billing: Billing, current: Subscription, now: datetime) -> datetime:
+    """When a change of ``current`` (at its version) is priced: ``now``, unless an earlier request's
+    try of it is claimed and not declined (in flight, awaiting its payment, or charged): then when
+    that try was claimed, so that a retry after a crash decides the same lines for the same amount
+    and finishes that try under its reference, instead of being refused for a proration computed
+    a few seconds later. One read when no change of this version was tried."""
+    from tagih.domain.gateway_names import charge_reference
+
+    for attempt in range(1, MAX_CHANGE_TRIES + 1):
+        reference = charge_reference(change_invoice_id(current, attempt), FIRST_ATTEMPT)
+        tried = billing.payments.get(current.organization_id, reference)
+        if tried is None:
+            return now
+        if tried.status != "failed":
+            return tried.created_at
+    return now
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,8 @@ def charge_subscription_change(change: SubscriptionChange, draft: Invoice) -> Pl
                 "Another change of this subscription is being paid; read the subscription again."
             )
         if existing.status == "processing":
-            if now - existing.updated_at < ABANDONED_CHARGE:
+            # Measured on the clock, not ``now``: a retry's change is priced at the claim's moment.
+            if clock.now() - existing.updated_at < ABANDONED_CHARGE:
                 raise VersionConflict(
                     "This change is being charged by another request; read the subscription again shortly."
                 )

@@ -24,7 +24,13 @@ from tagih.domain.invoices import Invoice, invoice_data
 from tagih.domain.plan_changes import apply_change, preview_change
 from tagih.domain.subscriptions import BillingCycle, ChangeDecision, ScheduledChange, Subscription
 from tagih.services.drafts import change_draft
-from tagih.services.paid_changes import Decided, PlanChanged, SubscriptionChange, charge_subscription_change
+from tagih.services.paid_changes import (
+    Decided,
+    PlanChanged,
+    SubscriptionChange,
+    change_moment,
+    charge_subscription_change,
+)
 
 if TYPE_CHECKING:
     from tagih.services.context import Billing, Event
@@ -111,6 +117,7 @@ def change_plan(
             "read it again and retry."
         )
     plan = billing.catalog.plan(plan_slug)
+    now = change_moment(billing, current, now)
     decision = preview_change(current, plan, cycle, now)
     draft = _plan_change_draft(billing, current, decision, now)
     if draft is not None and draft.amount_due > 0:

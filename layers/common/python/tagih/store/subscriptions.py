@@ -4,10 +4,10 @@
   (internal ones included, JSON-mode values; ``status`` and ``plan`` are top-level attributes, which
   the ConditionChecks of ``store.accounts.not_paid_subscription_check`` read), plus
   GSI1 ``SUB#<id>`` / ``SUBSCRIPTION`` for callers that know only the id (timers), plus the SPARSE
-  renewal entry GSI2 ``RENEW#<YYYY-MM-DDTHH>`` / ``<next renewal, RFC 3339 UTC>#<org>``, present only
-  while ``next_renewal_at(sub)`` is not None (active and not cancelling). Every write is a whole-item
-  Put, so a subscription that stops renewing drops out of GSI2 in the same write, and the hourly sweep
-  reads O(due), never O(all subscriptions);
+  renewal entry GSI2 ``RENEW#<YYYY-MM-DDTHH>`` / ``<next renewal, RFC 3339 UTC>#<org>``, present
+  only while ``next_renewal_at(sub)`` is not None (active or trialing, not cancelling). Every write
+  is a whole-item Put, so a subscription that stops renewing drops out of GSI2 in the same write,
+  and the hourly sweep reads O(due), never O(all subscriptions);
 - trial marker ``ORG#<org>`` / ``TRIALLED``: written once, in the transaction that creates the
   organization's first trialing subscription (a trial is once per organization, DESIGN.md).
 
@@ -94,6 +94,7 @@ class DueRenewal:
     organization_id: str
     subscription_id: str
     version: int
+    trialing: bool = False  # its trial ends (the sweep ends it) rather than its period
 
 
 def _encode_cursor(bucket_index: int, start_key: dict[str, Any] | None) -> str:
@@ -222,15 +223,25 @@ class SubscriptionItems:
                 "IndexName": RENEWAL_INDEX,
                 "KeyConditionExpression": Key("GSI2PK").eq(f"{RENEWAL_PREFIX}{buckets[index]}")
                 & Key("GSI2SK").lte(due_key),
-                "ProjectionExpression": "#org, #id, #version",
-                "ExpressionAttributeNames": {"#org": "organization_id", "#id": "id", "#version": "version"},
+                "ProjectionExpression": "#org, #id, #version, #status",
+                "ExpressionAttributeNames": {
+                    "#org": "organization_id",
+                    "#id": "id",
+                    "#version": "version",
+                    "#status": "status",
+                },
                 "Limit": page_size - len(found),
             }
             if start_key is not None:
                 kwargs["ExclusiveStartKey"] = start_key
             page = self._table.query(**kwargs)
             found += [
-                DueRenewal(str(item["organization_id"]), str(item["id"]), int(str(item["version"])))
+                DueRenewal(
+                    str(item["organization_id"]),
+                    str(item["id"]),
+                    int(str(item["version"])),
+                    trialing=item.get("status") == "trialing",
+                )
                 for item in page["Items"]
             ]
             start_key = page.get("LastEvaluatedKey")

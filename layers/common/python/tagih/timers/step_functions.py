@@ -33,6 +33,7 @@ from tagih.domain.subscriptions import TRIAL_WILL_END_NOTICE
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
+    from tagih.domain.failed_timers import FailedTimer
     from tagih.domain.invoices import Invoice
     from tagih.domain.subscriptions import Subscription
 
@@ -155,6 +156,43 @@ class StepFunctionsTimers:
 
     def start_dunning_timer(self, invoice: Invoice) -> None:
         self._start(self._machines.dunning, dunning_execution(invoice))
+
+    def continue_kept_task(self, failed: FailedTimer, wait_until: str, attempt: int | None) -> None:
+        """A kept task (``services.janitor``) ran again and has more to do at ``wait_until``: a
+        fresh execution of its machine carries it on (named after the failure, so re-driving the
+        same failure twice starts one). A renewal needs none: the sweep finds it when it is due."""
+        task, suffix = failed.task, f"r{int(failed.failed_at.timestamp() * 1000)}"
+        org = task["organization_id"]
+        if failed.machine == "dunning":
+            execution = Execution(
+                f"dunning-{task['invoice_id']}-{suffix}",
+                {
+                    "organization_id": org,
+                    "invoice_id": task["invoice_id"],
+                    "attempt": attempt,
+                    "wait_until": wait_until,
+                },
+            )
+            self._start(self._machines.dunning, execution)
+            return
+        machines = {
+            "trial": self._machines.trial,
+            "grace_period": self._machines.grace_period,
+            "incomplete": self._machines.incomplete,
+        }
+        if failed.machine not in machines:
+            return
+        subscription_id = task["subscription_id"]
+        carried: dict[str, Any] = {
+            "organization_id": org,
+            "subscription_id": subscription_id,
+            "wait_until": wait_until,
+        }
+        if failed.machine == "trial":
+            carried["notice_at"] = wait_until  # its notice re-checks the window and sends nothing twice
+        self._start(
+            machines[failed.machine], Execution(f"{failed.machine}-{subscription_id}-{suffix}", carried)
+        )
 
     def _start(self, machine_arn: str, execution: Execution) -> None:
         try:

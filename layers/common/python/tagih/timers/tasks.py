@@ -14,17 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from tagih import clock
 from tagih.clock import to_rfc3339
 from tagih.config import get_settings
-from tagih.services import dunning, lifecycle
+from tagih.domain.failed_timers import FailedTimer, FailedTimerStore
+from tagih.services import dunning, janitor, lifecycle
 from tagih.services.context import Billing
+from tagih.store.failed_timers import default_failed_timer_items
 from tagih.store.subscriptions import DueRenewal, default_subscription_items
 from tagih.store.test_clocks import frozen_time_of
+from tagih.timers.step_functions import StepFunctionsTimers
 from tagih.wiring import default_billing
 
 MAX_SWEEP_PAGE = 500  # due renewals per Map page: well inside Step Functions' 256 KiB state
@@ -60,8 +63,30 @@ class FindDueRenewalsTask(_Task):
     cursor: str = ""
 
 
+class RecordFailedTimerTask(_Task):
+    """A state machine's Catch: ``task`` failed after every retry (``services.janitor``)."""
+
+    action: Literal["record_failed_timer"]
+    machine: str = Field(min_length=1, max_length=40)
+    task: dict[str, Any]
+    error: str | None = None
+    cause: str | None = None
+
+
+class ReconcileTask(_Task):
+    """The janitor's schedule: run again what the timers kept."""
+
+    action: Literal["reconcile"]
+
+
 TimerTask = Annotated[
-    SubscriptionTask | RetryPaymentTask | RenewTask | FindDueRenewalsTask, Field(discriminator="action")
+    SubscriptionTask
+    | RetryPaymentTask
+    | RenewTask
+    | FindDueRenewalsTask
+    | RecordFailedTimerTask
+    | ReconcileTask,
+    Field(discriminator="action"),
 ]
 TIMER_TASK: TypeAdapter[TimerTask] = TypeAdapter(TimerTask)
 
@@ -76,8 +101,13 @@ class TimerStep(BaseModel):
     attempt: int | None = None
 
 
+class JanitorRun(BaseModel):
+    redriven: int
+    still_failing: int
+
+
 class DueRenewals(BaseModel):
-    items: list[RenewTask]
+    items: list[RenewTask | SubscriptionTask]  # renewals, and trials whose end is due
     cursor: str  # "" when the sweep is done
 
 
@@ -87,6 +117,8 @@ class TimerPorts:
     has_test_clock: Callable[[str], bool]
     find_due_renewals: Callable[[datetime, str], tuple[list[DueRenewal], str]]
     now: Callable[[], datetime]
+    failed_timers: FailedTimerStore
+    continue_kept_task: Callable[[FailedTimer, str, int | None], None]
 
 
 def _step(task: SubscriptionTask | RetryPaymentTask | RenewTask, result: lifecycle.ActionResult) -> TimerStep:
@@ -110,21 +142,40 @@ def _step(task: SubscriptionTask | RetryPaymentTask | RenewTask, result: lifecyc
     return TimerStep(action=task.action, status=result.status, reason=result.reason)
 
 
-def run_timer_task(ports: TimerPorts, task: TimerTask) -> TimerStep | DueRenewals:
+def _due_task(due: DueRenewal) -> RenewTask | SubscriptionTask:
+    if due.trialing:  # acts on what it finds, like the trial's own timer (which may have been lost)
+        return SubscriptionTask(
+            action="end_trial", organization_id=due.organization_id, subscription_id=due.subscription_id
+        )
+    return RenewTask(
+        action="renew",
+        organization_id=due.organization_id,
+        subscription_id=due.subscription_id,
+        version=due.version,
+    )
+
+
+def run_timer_task(ports: TimerPorts, task: TimerTask) -> TimerStep | DueRenewals | JanitorRun:
+    if isinstance(task, RecordFailedTimerTask):
+        janitor.record_failed_timer(
+            ports.failed_timers,
+            task.machine,
+            task.task,
+            error=task.error or "",
+            cause=task.cause or "",
+            at=ports.now(),
+        )
+        return JanitorRun(redriven=0, still_failing=1)
+    if isinstance(task, ReconcileTask):
+        done = janitor.reconcile_failed_timers(
+            ports.failed_timers,
+            lambda kept: _run_kept(ports, kept),
+            lambda kept, answer: _rearm(ports, kept, answer),
+        )
+        return JanitorRun(redriven=done.redriven, still_failing=done.still_failing)
     if isinstance(task, FindDueRenewalsTask):
         found, cursor = ports.find_due_renewals(task.at, task.cursor)
-        return DueRenewals(
-            items=[
-                RenewTask(
-                    action="renew",
-                    organization_id=due.organization_id,
-                    subscription_id=due.subscription_id,
-                    version=due.version,
-                )
-                for due in found
-            ],
-            cursor=cursor,
-        )
+        return DueRenewals(items=[_due_task(due) for due in found], cursor=cursor)
     if ports.has_test_clock(task.organization_id):
         return TimerStep(action=task.action, status="skipped", reason="test_clock")
     billing, org, at = ports.billing, task.organization_id, ports.now()
@@ -148,6 +199,21 @@ def run_timer_task(ports: TimerPorts, task: TimerTask) -> TimerStep | DueRenewal
     return _step(task, result)
 
 
+def _run_kept(ports: TimerPorts, kept: dict[str, Any]) -> janitor.TaskAnswer:
+    task = TIMER_TASK.validate_python(kept)
+    if isinstance(task, RecordFailedTimerTask | ReconcileTask):
+        raise ValueError(f"a kept timer task cannot be {task.action!r}")
+    outcome = run_timer_task(ports, task)
+    if isinstance(outcome, TimerStep):
+        return janitor.TaskAnswer(wait_until=outcome.wait_until, attempt=outcome.attempt)
+    return janitor.TaskAnswer()  # a sweep's page: the next hourly sweep reads it again
+
+
+def _rearm(ports: TimerPorts, kept: FailedTimer, answer: janitor.TaskAnswer) -> None:
+    if answer.wait_until is not None:
+        ports.continue_kept_task(kept, answer.wait_until, answer.attempt)
+
+
 def default_timer_ports() -> TimerPorts:
     """The ports as the deployed timers function gets them (settings read at the first task)."""
     settings = get_settings()
@@ -160,4 +226,13 @@ def default_timer_ports() -> TimerPorts:
     def find_due_renewals(until: datetime, cursor: str) -> tuple[list[DueRenewal], str]:
         return subscriptions.due_renewals(until, lookback=lookback, page_size=MAX_SWEEP_PAGE, cursor=cursor)
 
-    return TimerPorts(default_billing(), has_test_clock, find_due_renewals, clock.now)
+    billing = default_billing()
+    timers = billing.timers
+    continue_kept = (
+        timers.continue_kept_task
+        if isinstance(timers, StepFunctionsTimers)
+        else (lambda kept, at, attempt: None)
+    )
+    return TimerPorts(
+        billing, has_test_clock, find_due_renewals, clock.now, default_failed_timer_items(), continue_kept
+    )
