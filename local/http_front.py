@@ -79,6 +79,8 @@ class FrontState:
     aws_endpoint: str | None = None
     stripe_endpoint: str | None = None
     midtrans: MidtransFake | None = None
+    # POST /_local/faults: the next invocation of a function dies at an AWS call (local.workers)
+    plan_fault: Callable[[str, dict[str, Any]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -410,6 +412,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return True
             self._send(202, {"fired": unquote(fire.group(1))})
             return True
+        if path == "/_local/faults" and method == "POST":
+            self._fault()
+            return True
         midtrans = re.fullmatch(r"/_local/midtrans/(settle|expire)", path)
         if midtrans and method == "POST":
             self._midtrans(midtrans.group(1))
@@ -472,6 +477,36 @@ class _Handler(BaseHTTPRequestHandler):
             return
         token = tokens.mint_token(org_roles=[f"{org_id}:{role}"], subject=str(sub), scopes=scopes)
         self._send(200, {"token": token})
+
+    def _fault(self) -> None:
+        """``{function, at_call, when}``: the next invocation of ``function`` (a logical id) dies
+        ``before`` its ``at_call``-th AWS call is sent, or ``after`` it was answered, as a killed
+        Lambda would: for fault tests over HTTP."""
+        state = self.server.state
+        try:
+            body = json.loads(self._body() or b"null")
+        except ValueError:
+            body = None
+        valid = (
+            isinstance(body, dict)
+            and set(body) == {"function", "at_call", "when"}
+            and body["function"] in state.model.functions
+            and isinstance(body["at_call"], int)
+            and body["at_call"] >= 1
+            and body["when"] in ("before", "after")
+        )
+        if not valid or state.plan_fault is None or not isinstance(body, dict):
+            fields = [
+                {
+                    "field": "body",
+                    "message": "{function, at_call >= 1, when: before|after}",
+                    "type": "value_error",
+                }
+            ]
+            self._validation(fields)
+            return
+        state.plan_fault(str(body["function"]), {"at_call": body["at_call"], "when": body["when"]})
+        self._send(202, {"planned": body})
 
     def _midtrans(self, action: str) -> None:
         """Settle or expire a Midtrans fake transaction; the fake notifies /webhooks/midtrans first."""

@@ -152,6 +152,7 @@ class LocalStack:
         self.invoker = invoker
         self.moto.set_invoker(invoker)
         state.invoke = invoker.invoke
+        state.plan_fault = invoker.plan_fault
         state.aws_endpoint = endpoint
         log(f"moto on {endpoint}")
 

@@ -58,6 +58,41 @@ def write_frame(stream: BinaryIO, message: Any) -> None:
     stream.flush()
 
 
+class _Fault:
+    """This invocation's planned death (``POST /_local/faults``): ``os._exit`` at an AWS call, as
+    a killed Lambda instance stops, with nothing flushed and no answer. The hooks are registered
+    before the handler creates any client, and do nothing unless a fault is planned."""
+
+    UNCOUNTED = frozenset({"secretsmanager", "sts"})  # the gateways' keys: not a money boundary
+
+    def __init__(self) -> None:
+        self.plan: dict[str, Any] | None = None
+        self.calls = 0
+
+    def arm(self, plan: dict[str, Any] | None) -> None:
+        self.plan, self.calls = plan, 0
+
+    def before(self, model: Any, **_: Any) -> None:
+        if self.plan is None or model.service_model.endpoint_prefix in self.UNCOUNTED:
+            return
+        self.calls += 1
+        if self.plan["when"] == "before" and self.calls == self.plan["at_call"]:
+            self._die(model)
+
+    def after(self, model: Any, **_: Any) -> None:
+        if self.plan is None or model.service_model.endpoint_prefix in self.UNCOUNTED:
+            return
+        if self.plan["when"] == "after" and self.calls == self.plan["at_call"]:
+            self._die(model)
+
+    def _die(self, model: Any) -> None:
+        sys.stderr.write(
+            f"local fault: killed {self.plan} at {model.service_model.endpoint_prefix}.{model.name}\n"
+        )
+        sys.stderr.flush()
+        os._exit(137)
+
+
 def main() -> None:
     # The stack decides when workers stop; Ctrl-C sent to the process group must not kill a
     # request halfway (the parent closes stdin or kills us instead).
@@ -78,6 +113,11 @@ def main() -> None:
     sys.path[:] = [code_dir, *layer_dirs, repo_root, *(p for p in sys.path if p not in ("", repo_root))]
 
     module_name, _, function = handler_spec.rpartition(".")
+    fault = _Fault()
+    import boto3  # every function's dependency (the layer): its clients inherit these hooks
+
+    boto3._get_default_session().events.register("before-call", fault.before)
+    boto3._get_default_session().events.register("after-call", fault.after)
     try:
         handler = getattr(importlib.import_module(module_name), function)
     except Exception as exc:
@@ -94,6 +134,7 @@ def main() -> None:
             return
         request_id = str(request.get("request_id") or uuid.uuid4())
         context = LocalLambdaContext(function_name, arn, memory_mb, time.monotonic() + timeout, request_id)
+        fault.arm(request.get("fault"))
         try:
             result = handler(request["event"], context)
             response: dict[str, Any] = {"ok": True, "result": result}

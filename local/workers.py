@@ -209,6 +209,13 @@ class Invoker:
         self.stopped = False
         self.all_workers: set[_Worker] = set()
         self._pools = {lid: _Pool(spec, self) for lid, spec in model.functions.items()}
+        self._faults: dict[str, dict[str, Any]] = {}  # logical id → the next invocation's death
+        self._faults_lock = threading.Lock()
+
+    def plan_fault(self, logical_id: str, fault: dict[str, Any]) -> None:
+        """The next invocation of ``logical_id`` dies at an AWS call (``local.worker_main``)."""
+        with self._faults_lock:
+            self._faults[logical_id] = fault
 
     def environment_for(self, spec: FunctionSpec) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if key not in ("AWS_PROFILE",)}
@@ -249,8 +256,10 @@ class Invoker:
             raise KeyError(f"no function {logical_id!r} in the template")
         worker = pool.acquire()
         healthy = False
+        with self._faults_lock:
+            fault = self._faults.pop(logical_id, None)
         try:
-            worker.send({"event": event, "request_id": str(uuid.uuid4())})
+            worker.send({"event": event, "request_id": str(uuid.uuid4()), "fault": fault})
             response = worker.receive(time.monotonic() + pool.spec.timeout_seconds)
             healthy = True
         except _Timeout:

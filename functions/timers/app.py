@@ -35,6 +35,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.info("janitor", extra=outcome.model_dump())
         metrics.add_metric(name="Timer_kept", unit=MetricUnit.Count, value=outcome.still_failing)
         metrics.add_metric(name="Timer_redriven", unit=MetricUnit.Count, value=outcome.redriven)
+        metrics.add_metric(name="Payment_unresolved", unit=MetricUnit.Count, value=outcome.unresolved)
+        reconciled = outcome.settled + outcome.failed
+        metrics.add_metric(name="Payment_reconciled", unit=MetricUnit.Count, value=reconciled)
     else:
         logger.info("due renewals", extra={"found": len(outcome.items), "more": bool(outcome.cursor)})
     return outcome.model_dump(mode="json")

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import pytest
@@ -26,7 +26,7 @@ from tests.conftest import TABLE_NAME
 from tests.fakes.billing_setup import CARD_TOKEN, DECLINING, add_method, mark_trialled, set_card_token
 from tests.fakes.faults import Boundary, run_until_it_finishes
 from tests.fakes.gateway_env import configure_gateways
-from tests.fakes.lambda_runtime import Answer, call_api, call_route
+from tests.fakes.lambda_runtime import Answer, FakeLambdaContext, call_api, call_route, load_function
 from tests.fakes.midtrans_server import NotificationInbox, running_midtrans_fake
 
 TOP_UP = "/billing/wallet/top-up"
@@ -35,7 +35,7 @@ AMOUNT = 150_000
 PRO_WITH_PPN = 331_890  # 299,000 + 11 % PPN
 KEY = {"Idempotency-Key": "the-request"}
 TRIAL = timedelta(hours=1)
-RETRY_LATER = timedelta(minutes=3)  # beyond paid_changes.ABANDONED_CHARGE
+RETRY_LATER = timedelta(minutes=15)  # beyond paid_changes.ABANDONED_CHARGE and janitor.PROCESSING_STALE
 T0 = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -142,17 +142,28 @@ def billing() -> Billing:
     return dataclasses.replace(wiring.default_billing(), trial_length=TRIAL)
 
 
+def janitor_run() -> dict[str, Any]:
+    """The timers function's scheduled ``reconcile``, as EventBridge invokes it."""
+    answer: dict[str, Any] = load_function("timers").lambda_handler(
+        {"action": "reconcile"}, FakeLambdaContext("TimersFunction")
+    )
+    return answer
+
+
 def survives_every_crash(
     midtrans: MidtransFake,
     name: str,
     prepare: Callable[[Case], None],
     act: Callable[[Case], Any],
     check: Callable[[Case, Any], None],
+    *,
+    recover_by: Literal["retry", "janitor"] = "retry",
 ) -> int:
-    """``act`` killed at every boundary, then run again as its caller would (``act`` again, once
-    the dead request's in-progress key lapsed), then ``check``ed with what the retry returned, and
-    the money reconciled: captured at the gateway = paid on the organization's invoices + credited
-    to its wallet; no attempt left claimed. Returns the number of cases."""
+    """``act`` killed at every boundary, then recovered as its caller would (``act`` again, once
+    the dead request's in-progress key lapsed; or, for a caller that never comes back, one janitor
+    run), then ``check``ed with what the retry returned, and the money reconciled: captured at the
+    gateway = paid on the organization's invoices + credited to its wallet; no attempt left claimed.
+    Returns the number of cases."""
     cases: dict[int, Case] = {}
 
     def set_up(number: int) -> None:
@@ -170,7 +181,7 @@ def survives_every_crash(
         # (the function's timeout) and a claim it left counts as abandoned.
         clock.use_wall_clock(lambda: datetime.now(UTC) + RETRY_LATER)
         try:
-            retried = act(case)
+            retried = act(case) if recover_by == "retry" else janitor_run()
         finally:
             clock.use_wall_clock(None)
         check(case, retried)
@@ -261,6 +272,31 @@ def test_a_card_top_up_killed_at_any_boundary_and_retried_charges_and_credits_on
         assert balance(case.org) == AMOUNT
 
     assert survives_every_crash(midtrans, "card_top_up", attach_card, top_up, check) >= 10
+
+
+def test_a_card_top_up_killed_at_any_boundary_and_never_retried_is_settled_by_one_janitor_run(
+    midtrans: MidtransFake, timer_machines: dict[str, str]
+) -> None:
+    def top_up(case: Case) -> None:
+        created(call(case.org, "POST", TOP_UP, {"amount": AMOUNT}, headers=KEY))
+
+    def check(case: Case, janitor: dict[str, Any]) -> None:
+        entries = ledger(case.org)
+        assert [e["status"] for e in entries if e["status"] == "pending"] == [], (
+            case.org,
+            janitor,
+            items(case.org, "PAYMENT#"),
+        )
+        credited = [e for e in entries if e["status"] == "succeeded"]
+        assert balance(case.org) == sum(e["amount"] for e in credited)
+        assert len(credited) <= 1
+        again = janitor_run()  # a second run finds nothing left to do
+        assert (again["settled"], again["failed"], again["unresolved"]) == (0, 0, 0)
+
+    count = survives_every_crash(
+        midtrans, "card_top_up_janitor", attach_card, top_up, check, recover_by="janitor"
+    )
+    assert count >= 10
 
 
 # -- invoices charged by a request -----------------------------------------------------------------------

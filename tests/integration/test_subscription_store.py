@@ -366,7 +366,9 @@ def test_delete_at_a_stale_version_removes_nothing(store: SubscriptionItems) -> 
 
 
 # -- the sparse renewal index ---------------------------------------------------------------------------
-def test_only_an_auto_renewing_subscription_has_a_renewal_index_entry(store: SubscriptionItems) -> None:
+def test_only_an_auto_renewing_subscription_or_a_trial_has_a_renewal_index_entry(
+    store: SubscriptionItems,
+) -> None:
     trialing = trial("org_trial")
     store.create(trialing, trial_started=True)
     active = stored_active(store, "org_active")
@@ -391,7 +393,12 @@ def test_only_an_auto_renewing_subscription_has_a_renewal_index_entry(store: Sub
         "RENEW#2026-03-15T10",
         "2026-03-15T10:30:00.000000Z#org_active",
     )
-    for org in ("org_trial", "org_cancelling", "org_flagged", "org_cancelled"):
+    # A trial is in the index at its end, so the sweep ends a trial whose own timer was lost.
+    in_trial = subscription_raw("org_trial")
+    assert in_trial is not None
+    assert trialing.trial_ends_at is not None
+    assert in_trial["GSI2SK"] == f"{trialing.trial_ends_at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#org_trial"
+    for org in ("org_cancelling", "org_flagged", "org_cancelled"):
         item = subscription_raw(org)
         assert item is not None
         assert "GSI2PK" not in item, org

@@ -54,6 +54,7 @@ from tagih.ids import new_id
 
 if TYPE_CHECKING:
     from tagih.domain.payment_methods import PaymentMethod
+    from tagih.domain.payments import Payment
 
 
 TransactionType = Literal["top_up", "invoice_payment", "refund", "adjustment"]
@@ -184,6 +185,7 @@ class WalletChange:
     updated: Sequence[tuple[WalletTransaction, TransactionStatus]] = ()  # written if still at that status
     removed: Sequence[WalletTransaction] = ()  # deleted if still pending
     invoice: tuple[Invoice, int] | None = None  # written if the stored invoice is at that version
+    claim: Payment | None = None  # a charge claimed with its entry (written if its reference is new)
 
 
 class WalletStore(Protocol):

@@ -152,6 +152,24 @@ def charge_invoice(
     )
 
 
+def top_up_claim(entry: WalletTransaction, method: PaymentMethod, now: datetime) -> Payment:
+    """The claim on charging top-up ``entry`` (reference ``<txn>-a1``), written with the entry in one
+    transaction, so that no top-up is ever pending without the charge that will settle it."""
+    from tagih.domain.payments import processing_claim  # the charging path only (cold start)
+
+    return processing_claim(
+        organization_id=entry.organization_id,
+        subject_id=entry.id,
+        attempt=FIRST_ATTEMPT,
+        purpose="wallet_top_up",
+        gateway=method.gateway,
+        payment_method_id=method.id,
+        amount=entry.amount,
+        currency=entry.currency,
+        at=now,
+    )
+
+
 def charge_top_up(
     billing: Billing, entry: WalletTransaction, method: PaymentMethod, now: datetime
 ) -> Payment:

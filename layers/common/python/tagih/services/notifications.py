@@ -111,11 +111,12 @@ def record_verified_payment(
             )
         if written == "version_conflict":
             continue  # another delivery moved it; decide again on what is stored now
-        return _announce(decision, listener)
+        return announce(decision, listener)
     raise Conflict(f"Payment {status.reference!r} kept changing while a notification was applied.")
 
 
-def _announce(payment: Payment, listener: PaymentListener) -> NotificationOutcome:
+def announce(payment: Payment, listener: PaymentListener) -> NotificationOutcome:
+    """Tell ``listener`` what became of a final ``payment`` (idempotent listeners may hear it twice)."""
     if payment.status == "succeeded":
         settled = settled_payment(payment)
         listener.on_payment_settled(settled)

@@ -50,7 +50,7 @@ from tagih.domain.wallet import (
 )
 from tagih.ids import derived_id, new_id
 from tagih.services.accounts import default_billing_account
-from tagih.services.charging import NO_PAYMENT_METHOD, charge_top_up, paying_method
+from tagih.services.charging import NO_PAYMENT_METHOD, charge_top_up, paying_method, top_up_claim
 
 if TYPE_CHECKING:
     from tagih.domain.accounts import AccountStore
@@ -174,7 +174,7 @@ def top_up(
     check_gateway_currency(method.gateway, wallet.currency, "wallet")
     entry = top_up_entry(wallet, amount, method, now, transaction_id)
     try:
-        _open_top_up(store, wallet, entry)
+        _open_top_up(store, wallet, entry, top_up_claim(entry, method, now))
     except StaleWallet:
         earlier = store.find_transaction(organization_id, entry.id) if transaction_id else None
         if earlier is None:
@@ -220,19 +220,19 @@ def _charge_entry(
     return _after_charge(billing, entry, payment, now)
 
 
-def _open_top_up(store: WalletStore, wallet: Wallet, entry: WalletTransaction) -> None:
-    """Write the pending entry (with the wallet, for an organization's first top-up)."""
+def _open_top_up(store: WalletStore, wallet: Wallet, entry: WalletTransaction, claim: Payment) -> None:
+    """Write the pending entry with its charge's claim (and the wallet, for an organization's first
+    top-up), in one transaction: a crash after it leaves a claim the retry or the janitor finishes."""
+    org = entry.organization_id
     if wallet.stored:
-        store.commit(WalletChange(entry.organization_id, added=[entry]))
+        store.commit(WalletChange(org, added=[entry], claim=claim))
         return
     try:
         store.commit(
-            WalletChange(
-                entry.organization_id, wallet=changed_wallet(wallet, entry.created_at), added=[entry]
-            )
+            WalletChange(org, wallet=changed_wallet(wallet, entry.created_at), added=[entry], claim=claim)
         )
     except StaleWallet:  # created meanwhile by another request: the entry alone
-        store.commit(WalletChange(entry.organization_id, added=[entry]))
+        store.commit(WalletChange(org, added=[entry], claim=claim))
 
 
 def _after_charge(

@@ -3,12 +3,20 @@
 The GSI1 entry lets a gateway notification, which knows only the order id / reference, find the
 payment without knowing its organization; the base item is then read strongly consistent, since
 an index read may lag and every write here carries a ``version`` condition.
+
+While a payment is open (``processing``, ``pending``) it also carries the SPARSE entry GSI2
+``OPENPAY#<YYYY-MM-DD it was claimed>`` / ``<claimed at>#<org>#<reference>``; once final, GSI2
+``DONEPAY#<YYYY-MM-DDTHH it became final>`` / ``<then>#<org>#<reference>``. Every write is a
+whole-item Put, so a payment moves from one to the other with the write that settles or fails it,
+and the janitor reads only what is open (``open_payments``) and what became final in the last hour
+(``recently_final``: to hand it once more to what it pays, in case that step died), never every
+payment.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,6 +34,10 @@ if TYPE_CHECKING:
     from tagih.domain.payments import Payment, ProcessedEvent, TransitionResult
 
 PAYMENT_PREFIX = "PAYMENT#"
+OPEN_PREFIX = "OPENPAY#"
+DONE_PREFIX = "DONEPAY#"
+HOUR_FORMAT = "%Y-%m-%dT%H"
+JANITOR_INDEX = "GSI2"
 INDEX = "GSI1"
 INDEX_SK = "PAYMENT"
 ABSENT = "attribute_not_exists(PK)"
@@ -44,6 +56,21 @@ def payment_key(organization_id: str, reference: str) -> dict[str, str]:
 
 def order_index_key(reference: str) -> dict[str, str]:
     return {"GSI1PK": f"ORDER#{reference}", "GSI1SK": INDEX_SK}
+
+
+def janitor_index_key(payment: Payment) -> dict[str, str]:
+    """GSI2's attributes: the day it was claimed while open, the hour it became final after."""
+    if payment.status in ("processing", "pending"):
+        claimed = payment.created_at.astimezone(UTC)
+        return {
+            "GSI2PK": f"{OPEN_PREFIX}{claimed.date().isoformat()}",
+            "GSI2SK": f"{_timestamp(claimed)}#{payment.organization_id}#{payment.reference}",
+        }
+    final = payment.updated_at.astimezone(UTC)
+    return {
+        "GSI2PK": f"{DONE_PREFIX}{final.strftime(HOUR_FORMAT)}",
+        "GSI2SK": f"{_timestamp(final)}#{payment.organization_id}#{payment.reference}",
+    }
 
 
 def _timestamp(moment: datetime) -> str:
@@ -79,6 +106,7 @@ def payment_item(payment: Payment) -> dict[str, Any]:
     return {
         **payment_key(payment.organization_id, payment.reference),
         **order_index_key(payment.reference),
+        **janitor_index_key(payment),
         "entity": "payment",
         **{name: value for name, value in fields.items() if value is not None},
     }
@@ -239,6 +267,50 @@ class PaymentItems:
             if codes and codes[0] in ("ConditionalCheckFailed", "TransactionConflict"):
                 return "version_conflict"  # the caller re-reads and decides again
             raise
+
+    def open_payments(self, claimed_before: datetime, lookback: timedelta) -> list[tuple[str, str]]:
+        """(organization, reference) of the payments still open that were claimed in the
+        ``lookback`` before ``claimed_before`` (index copies: re-read each before acting). One
+        Query per day, reading only open payments."""
+        found: list[tuple[str, str]] = []
+        day, last = (claimed_before - lookback).astimezone(UTC).date(), claimed_before.astimezone(UTC).date()
+        while day <= last:
+            found += self._index_range(f"{OPEN_PREFIX}{day.isoformat()}", "", _timestamp(claimed_before))
+            day += timedelta(days=1)
+        return found
+
+    def recently_final(self, since: datetime, until: datetime) -> list[tuple[str, str]]:
+        """(organization, reference) of the payments that became final between ``since`` and
+        ``until`` (an hour or so: one Query per hour bucket)."""
+        found: list[tuple[str, str]] = []
+        hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        while hour <= until:
+            bucket = f"{DONE_PREFIX}{hour.strftime(HOUR_FORMAT)}"
+            found += self._index_range(bucket, _timestamp(since), _timestamp(until))
+            hour += timedelta(hours=1)
+        return found
+
+    def _index_range(self, partition: str, start: str, end: str) -> list[tuple[str, str]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": JANITOR_INDEX,
+            "KeyConditionExpression": "GSI2PK = :pk AND GSI2SK BETWEEN :start AND :end",
+            # DynamoDB refuses an empty key value: "0" sorts before every timestamp.
+            "ExpressionAttributeValues": _typed(
+                {":pk": partition, ":start": start or "0", ":end": f"{end}#~"}
+            ),
+            "ProjectionExpression": "organization_id, #reference",
+            "ExpressionAttributeNames": {"#reference": "reference"},
+        }
+        found: list[tuple[str, str]] = []
+        while True:
+            page = self._client.query(**kwargs)
+            for item in page.get("Items", []):
+                plain = _plain(cast(dict[str, Any], item))
+                found.append((str(plain["organization_id"]), str(plain["reference"])))
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def default_payment_items() -> PaymentItems:

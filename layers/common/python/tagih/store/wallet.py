@@ -156,6 +156,18 @@ class WalletItems:
             items.append(
                 {"Delete": {"TableName": self._name, "Key": pointer_key(entry.organization_id, entry.id)}}
             )
+        if change.claim is not None:
+            from tagih.store.payments import payment_item  # top-ups only (cold start)
+
+            items.append(
+                {
+                    "Put": {
+                        "TableName": self._name,
+                        "Item": payment_item(change.claim),
+                        "ConditionExpression": ABSENT,
+                    }
+                }
+            )
         invoice_index = None
         if change.invoice is not None:
             invoice, expected_version = change.invoice

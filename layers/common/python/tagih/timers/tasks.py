@@ -24,7 +24,10 @@ from tagih.config import get_settings
 from tagih.domain.failed_timers import FailedTimer, FailedTimerStore
 from tagih.services import dunning, janitor, lifecycle
 from tagih.services.context import Billing
+from tagih.services.settlement import BillingPaymentListener
 from tagih.store.failed_timers import default_failed_timer_items
+from tagih.store.gateway_events import default_gateway_event_items
+from tagih.store.payments import default_payment_items
 from tagih.store.subscriptions import DueRenewal, default_subscription_items
 from tagih.store.test_clocks import frozen_time_of
 from tagih.timers.step_functions import StepFunctionsTimers
@@ -102,8 +105,11 @@ class TimerStep(BaseModel):
 
 
 class JanitorRun(BaseModel):
-    redriven: int
-    still_failing: int
+    redriven: int  # kept timer tasks that went through
+    still_failing: int  # kept timer tasks that failed again (or were just kept)
+    settled: int = 0  # open payments the gateway had taken: recorded and applied
+    failed: int = 0  # open payments failed, expired or never received: released
+    unresolved: int = 0  # open payments the gateway could not settle either way yet
 
 
 class DueRenewals(BaseModel):
@@ -119,6 +125,7 @@ class TimerPorts:
     now: Callable[[], datetime]
     failed_timers: FailedTimerStore
     continue_kept_task: Callable[[FailedTimer, str, int | None], None]
+    reconcile_open_payments: Callable[[datetime], janitor.OpenPayments]
 
 
 def _step(task: SubscriptionTask | RetryPaymentTask | RenewTask, result: lifecycle.ActionResult) -> TimerStep:
@@ -172,7 +179,14 @@ def run_timer_task(ports: TimerPorts, task: TimerTask) -> TimerStep | DueRenewal
             lambda kept: _run_kept(ports, kept),
             lambda kept, answer: _rearm(ports, kept, answer),
         )
-        return JanitorRun(redriven=done.redriven, still_failing=done.still_failing)
+        money = ports.reconcile_open_payments(ports.now())
+        return JanitorRun(
+            redriven=done.redriven,
+            still_failing=done.still_failing,
+            settled=money.settled,
+            failed=money.failed,
+            unresolved=money.unresolved,
+        )
     if isinstance(task, FindDueRenewalsTask):
         found, cursor = ports.find_due_renewals(task.at, task.cursor)
         return DueRenewals(items=[_due_task(due) for due in found], cursor=cursor)
@@ -233,6 +247,25 @@ def default_timer_ports() -> TimerPorts:
         if isinstance(timers, StepFunctionsTimers)
         else (lambda kept, at, attempt: None)
     )
+    payments = default_payment_items()
+
+    def reconcile_open_payments(now: datetime) -> janitor.OpenPayments:
+        return janitor.reconcile_open_payments(
+            billing.payments,
+            find_open=payments.open_payments,
+            find_recent=payments.recently_final,
+            gateway_events=default_gateway_event_items(),
+            gateways=billing.gateways,
+            listener=BillingPaymentListener(billing),
+            now=now,
+        )
+
     return TimerPorts(
-        billing, has_test_clock, find_due_renewals, clock.now, default_failed_timer_items(), continue_kept
+        billing,
+        has_test_clock,
+        find_due_renewals,
+        clock.now,
+        default_failed_timer_items(),
+        continue_kept,
+        reconcile_open_payments,
     )
