@@ -22,11 +22,18 @@ from tagih import clock, wiring
 from tagih.services import dunning, lifecycle, subscriptions
 from tagih.services.context import Billing
 from tagih.services.lifecycle import ActionResult
-from tests.conftest import TABLE_NAME
+from tests.conftest import BUS_NAME, TABLE_NAME
 from tests.fakes.billing_setup import CARD_TOKEN, DECLINING, add_method, mark_trialled, set_card_token
 from tests.fakes.faults import Boundary, run_until_it_finishes
-from tests.fakes.gateway_env import configure_gateways
-from tests.fakes.lambda_runtime import Answer, FakeLambdaContext, call_api, call_route, load_function
+from tests.fakes.gateway_env import configure_gateways, event_queue, received_events
+from tests.fakes.lambda_runtime import (
+    Answer,
+    FakeLambdaContext,
+    call_api,
+    call_route,
+    http_event,
+    load_function,
+)
 from tests.fakes.midtrans_server import NotificationInbox, running_midtrans_fake
 
 TOP_UP = "/billing/wallet/top-up"
@@ -40,8 +47,16 @@ T0 = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture
-def midtrans(catalog: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MidtransFake]:
-    with NotificationInbox() as inbox, running_midtrans_fake(notification_url=inbox.url) as fake:
+def inbox() -> Iterator[NotificationInbox]:
+    with NotificationInbox() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def midtrans(
+    catalog: None, inbox: NotificationInbox, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[MidtransFake]:
+    with running_midtrans_fake(notification_url=inbox.url) as fake:
         configure_gateways(monkeypatch, midtrans=fake, timeout_seconds=2.0)
         yield fake
 
@@ -426,3 +441,56 @@ def test_a_dunning_retry_killed_at_any_boundary_and_retried_by_its_timer_pays_on
         assert (invoice["status"], int(invoice["amount_paid"])) == ("paid", PRO_WITH_PPN)
 
     assert survives_every_crash(midtrans, "dunning_retry", past_due_pro, retry, check) >= 10
+
+
+# -- money that pays nothing ---------------------------------------------------------------------------
+def test_a_superseded_transfer_paid_late_is_credited_to_the_wallet_once_with_an_event(
+    midtrans: MidtransFake, inbox: NotificationInbox
+) -> None:
+    org = "org_fault_superseded"
+    queue = event_queue(BUS_NAME)
+    mark_trialled(org)
+    bca = add_method(org, {"type": "bank_transfer", "bank": "bca"})
+    card = add_method(org, {"type": "credit_card", "token": CARD_TOKEN})
+    started = created(call_api("POST", SUBS, body={"plan": "pro", "payment_method_id": bca}, org=org))
+    assert started["status"] == "incomplete"
+    [invoice] = items(org, "INVOICE#")
+    order = str(invoice["gateway_invoice_id"])  # the virtual account the payer was shown
+    paid = call_api(
+        "POST", f"/billing/invoices/{invoice['id']}/pay", body={"payment_method_id": card}, org=org
+    )
+    assert (paid.status, paid.body["status"]) == (200, "paid"), paid.raw
+
+    midtrans.settle(order)  # the payer transfers to the first virtual account after all
+    late = inbox.bodies[-1]
+    for _ in range(2):  # and Midtrans delivers its notification twice
+        event = http_event(
+            "POST", "/webhooks/midtrans", raw_body="", headers={"content-type": "application/json"}
+        )
+        event["body"] = late.decode()
+        delivered = Answer(load_function("gateway_webhooks").lambda_handler(event, FakeLambdaContext()))
+        assert delivered.status == 200, delivered.raw
+
+    [adjustment] = [t for t in ledger(org) if t["type"] == "adjustment"]
+    assert (adjustment["status"], adjustment["amount"], adjustment["invoice_id"]) == (
+        "succeeded",
+        PRO_WITH_PPN,
+        invoice["id"],
+    )
+    assert balance(org) == PRO_WITH_PPN  # the card paid the invoice; the transfer is the wallet's
+    assert invoices_paid(org) == PRO_WITH_PPN
+    unapplied = [
+        e["detail"] for e in received_events(queue) if e["detail-type"] == "billing.payment.unapplied"
+    ]
+    assert [u["data"] for u in unapplied] == [
+        {
+            "reference": order,
+            "gateway": "midtrans",
+            "amount": PRO_WITH_PPN,
+            "currency": "IDR",
+            "invoice_id": invoice["id"],
+            "reason": "invoice_already_paid",
+            "resolution": "credited_to_wallet",
+            "transaction_id": adjustment["id"],
+        }
+    ]

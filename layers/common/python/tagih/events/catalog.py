@@ -95,6 +95,27 @@ class WalletTransactionData(BaseModel):
     created_at: str
 
 
+class PaymentUnappliedData(BaseModel):
+    """Money a gateway took that pays nothing (README "When money goes wrong")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reference: str = Field(description="The charge reference: Midtrans `order_id`, Stripe idempotency key.")
+    gateway: Literal["midtrans", "stripe"]
+    amount: int = Field(description="What the gateway took, in the currency's unit.")
+    currency: Literal["IDR", "USD", "EUR", "GBP", "AUD", "ZAR"]
+    invoice_id: str = Field(description="The invoice the payment was made for.")
+    reason: Literal["invoice_already_paid", "invoice_void"] = Field(
+        description="Why it pays nothing: the invoice was paid another way first, or voided."
+    )
+    resolution: Literal["credited_to_wallet", "needs_review"] = Field(
+        description="`credited_to_wallet`: an `adjustment` entry of the whole amount "
+        "(`transaction_id`); `needs_review`: it could not be (a wallet in another currency), a "
+        "person must refund it."
+    )
+    transaction_id: str | None = Field(description="The wallet's `adjustment` entry, when credited.")
+
+
 class WalletLowBalanceData(BaseModel):
     """Published once per crossing: by the debit that took the balance under the threshold."""
 
@@ -420,6 +441,22 @@ def catalog() -> list[CatalogEntry]:
                 "currency": "IDR",
                 "threshold": 50000,
                 "recharge_transaction_id": "txn_7Qw3Er5Ty7Ui9Op1As3D",
+            },
+        ),
+        CatalogEntry(
+            "billing.payment.unapplied",
+            "A gateway settled a payment for an invoice that was already paid another way (a superseded "
+            "virtual-account order paid late) or voided: the money was credited to the wallet.",
+            _model_schema(PaymentUnappliedData),
+            {
+                "reference": "inv_4Fh8Jk2Lm6Np0Qr4St8V-a1",
+                "gateway": "midtrans",
+                "amount": 331890,
+                "currency": "IDR",
+                "invoice_id": "inv_4Fh8Jk2Lm6Np0Qr4St8V",
+                "reason": "invoice_already_paid",
+                "resolution": "credited_to_wallet",
+                "transaction_id": "txn_9Zx8Cv7Bn6Mm5Ll4Kk3J",
             },
         ),
         CatalogEntry(

@@ -31,6 +31,7 @@ EventType = Literal[
     "billing.payment_method.added",
     "billing.wallet.topped_up",
     "billing.wallet.low_balance",
+    "billing.payment.unapplied",
 ]
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 
 from tagih.domain import invoices as inv
 from tagih.domain.errors import InvoiceNotFound
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from tagih.services.context import Billing
 
 logger = Logger()
+metrics = Metrics()  # the handler's (POWERTOOLS_METRICS_NAMESPACE); flushed by its log_metrics
+
+UnappliedReason = Literal["invoice_already_paid", "invoice_void"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,10 @@ class InvoicePaymentListener:
             # The payment is recorded; failing the notification would only make the gateway retry
             # a payment that has nothing to pay. A person reconciles it.
             logger.error("settled payment of an unknown invoice", extra={"reference": settled.reference})
+            return
+        reason = unapplied_reason(self.billing, invoice, settled)
+        if reason is not None:
+            record_unapplied_payment(self.billing, settled, reason)
             return
         record_invoice_paid(self.billing, invoice, settled.amount, settled.settled_at)
 
@@ -76,6 +84,58 @@ class BillingPaymentListener:
 
     def on_payment_failed(self, failed: PaymentFailed) -> None:
         self._routed(failed.purpose).on_payment_failed(failed)
+
+
+def unapplied_reason(billing: Billing, invoice: Invoice, settled: PaymentSettled) -> UnappliedReason | None:
+    """Why ``settled`` pays nothing of ``invoice``, or None when it pays it (or did: a redelivery).
+    A paid invoice was paid by the first of its payments to succeed, or by the wallet when no
+    gateway payment counts in it; a later one (a superseded virtual-account order paid late) pays
+    nothing. A void invoice takes nothing."""
+    if invoice.status == "void":
+        return "invoice_void"
+    if invoice.status != "paid":
+        return None
+    if invoice.amount_paid == 0:
+        return "invoice_already_paid"
+    from tagih.services.charging import recorded_attempts  # paid invoices' late payments only
+
+    succeeded = [p for p in recorded_attempts(billing.payments, invoice) if p.status == "succeeded"]
+    first = min(succeeded, key=lambda p: (p.updated_at, p.attempt), default=None)
+    return None if first is None or first.reference == settled.reference else "invoice_already_paid"
+
+
+def record_unapplied_payment(billing: Billing, settled: PaymentSettled, reason: UnappliedReason) -> None:
+    """Money the gateway took for nothing is never dropped: credited to the wallet (an
+    ``adjustment``), published as ``billing.payment.unapplied`` and counted (``Payment_unapplied``,
+    an alarm); a wallet in another currency leaves it ``needs_review`` for a person to refund."""
+    from tagih.services.wallet import credit_unapplied_payment  # late payments only (cold start)
+
+    entry, first_time = credit_unapplied_payment(billing, settled, settled.settled_at)
+    if not first_time:
+        return  # a redelivery: credited and announced before
+    resolution = "credited_to_wallet" if entry is not None else "needs_review"
+    logger.warning(
+        "payment applied to nothing",
+        extra={"reference": settled.reference, "reason": reason, "resolution": resolution},
+    )
+    metrics.add_metric(name="Payment_unapplied", unit=MetricUnit.Count, value=1)
+    billing.publish(
+        settled.organization_id,
+        settled.settled_at,
+        (
+            "billing.payment.unapplied",
+            {
+                "reference": settled.reference,
+                "gateway": settled.gateway,
+                "amount": settled.amount,
+                "currency": settled.currency.upper(),
+                "invoice_id": settled.subject_id,
+                "reason": reason,
+                "resolution": resolution,
+                "transaction_id": entry.id if entry is not None else None,
+            },
+        ),
+    )
 
 
 def record_invoice_paid(billing: Billing, invoice: Invoice, amount: int, at: datetime) -> None:

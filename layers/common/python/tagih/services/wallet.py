@@ -499,6 +499,49 @@ def _run_recharge(billing: Billing, entry: WalletTransaction, now: datetime) -> 
         logger.exception("wallet auto-recharge failed", extra={"transaction_id": entry.id})
 
 
+# -- money that pays nothing ----------------------------------------------------------------------------
+def credit_unapplied_payment(
+    billing: Billing, settled: PaymentSettled, at: datetime
+) -> tuple[WalletTransaction | None, bool]:
+    """Credit ``settled`` (a payment of an invoice that no longer takes it) to the organization's
+    wallet as an ``adjustment`` entry of the whole amount, once however often it is called (the
+    entry's id derives from the payment's reference): the entry, and whether this call wrote it.
+    No entry when the wallet is in another currency: the money stays for a person to refund."""
+    store = _store(billing)
+    org = settled.organization_id
+    entry_id = derived_id("txn", org, "unapplied", settled.reference)
+    currency = settled.currency.upper()
+    for attempt in range(MAX_WRITE_TRIES):
+        already = store.find_transaction(org, entry_id)
+        if already is not None:
+            return already, False
+        wallet = store.get(org) or new_wallet(org, wallet_currency(billing.accounts, org), at)
+        if wallet.currency != currency:
+            return None, True
+        moment = next_entry_moment(wallet, at)
+        credited = changed_wallet(wallet, moment, balance=wallet.balance + settled.amount)
+        entry = WalletTransaction(
+            id=entry_id,
+            organization_id=org,
+            type="adjustment",
+            status="succeeded",
+            amount=settled.amount,
+            currency=wallet.currency,
+            balance_after=credited.balance,
+            invoice_id=settled.subject_id,
+            gateway_order_id=settled.reference if settled.gateway == "midtrans" else None,
+            created_at=moment,
+            updated_at=moment,
+        )
+        try:
+            store.commit(WalletChange(org, wallet=credited, expected_version=wallet.version, added=[entry]))
+        except StaleWallet:
+            _pause(attempt)
+            continue
+        return entry, True
+    raise VersionConflict(BUSY)
+
+
 # -- notifications -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WalletPaymentListener:
