@@ -83,6 +83,23 @@ class FrontState:
     plan_fault: Callable[[str, dict[str, Any]], None] | None = None
 
 
+def _fault_plan(body: Any, functions: Any) -> dict[str, Any] | None:
+    if not isinstance(body, dict) or body.get("function") not in functions:
+        return None
+    if set(body) == {"function", "at_call", "when"}:
+        ok = isinstance(body["at_call"], int) and body["at_call"] >= 1 and body["when"] in ("before", "after")
+        return {"at_call": body["at_call"], "when": body["when"]} if ok else None
+    writing = body.get("before_writing")
+    if (
+        set(body) == {"function", "before_writing"}
+        and isinstance(writing, dict)
+        and set(writing) == {"sk_prefix", "status"}
+        and all(isinstance(v, str) and v for v in writing.values())
+    ):
+        return {"when": "before", "at_call": 0, "before_writing": writing}
+    return None
+
+
 @dataclass(frozen=True)
 class Match:
     route: Route
@@ -480,32 +497,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _fault(self) -> None:
         """``{function, at_call, when}``: the next invocation of ``function`` (a logical id) dies
-        ``before`` its ``at_call``-th AWS call is sent, or ``after`` it was answered, as a killed
-        Lambda would: for fault tests over HTTP."""
+        ``before`` its ``at_call``-th AWS call is sent, or ``after`` it was answered; or
+        ``{function, before_writing: {sk_prefix, status}}``: it dies before it writes such an item
+        (``PAYMENT#`` ``succeeded``: after the gateway took the money, before it was recorded). As a
+        killed Lambda would: for fault tests over HTTP."""
         state = self.server.state
         try:
             body = json.loads(self._body() or b"null")
         except ValueError:
             body = None
-        valid = (
-            isinstance(body, dict)
-            and set(body) == {"function", "at_call", "when"}
-            and body["function"] in state.model.functions
-            and isinstance(body["at_call"], int)
-            and body["at_call"] >= 1
-            and body["when"] in ("before", "after")
-        )
-        if not valid or state.plan_fault is None or not isinstance(body, dict):
-            fields = [
-                {
-                    "field": "body",
-                    "message": "{function, at_call >= 1, when: before|after}",
-                    "type": "value_error",
-                }
-            ]
-            self._validation(fields)
+        plan = _fault_plan(body, state.model.functions)
+        if plan is None or state.plan_fault is None or not isinstance(body, dict):
+            message = "{function, at_call >= 1, when} or {function, before_writing: {sk_prefix, status}}"
+            self._validation([{"field": "body", "message": message, "type": "value_error"}])
             return
-        state.plan_fault(str(body["function"]), {"at_call": body["at_call"], "when": body["when"]})
+        state.plan_fault(str(body["function"]), plan)
         self._send(202, {"planned": body})
 
     def _midtrans(self, action: str) -> None:

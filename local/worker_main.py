@@ -76,13 +76,39 @@ class _Fault:
         if self.plan is None or model.service_model.endpoint_prefix in self.UNCOUNTED:
             return
         self.calls += 1
-        if self.plan["when"] == "before" and self.calls == self.plan["at_call"]:
+        at_this_call = self.plan["when"] == "before" and self.calls == self.plan["at_call"]
+        if self.plan.get("before_writing") is None and at_this_call:
             self._die(model)
+
+    def before_parameters(self, model: Any, params: Any = None, **_: Any) -> None:
+        """The call's own parameters (an item written) are seen before they are serialized."""
+        writing = self.plan.get("before_writing") if self.plan is not None else None
+        if writing is not None and self._writes(params, writing):
+            self._die(model)
+
+    @staticmethod
+    def _writes(params: Any, writing: dict[str, str]) -> bool:
+        """A Put of an item whose SK starts with ``sk_prefix`` and whose status is ``status``."""
+        item = params.get("Item") if isinstance(params, dict) else None
+        if not isinstance(item, dict):
+            return False
+
+        def text(value: Any) -> str:
+            return str(value.get("S", "")) if isinstance(value, dict) else str(value or "")
+
+        return (
+            text(item.get("SK")).startswith(writing["sk_prefix"])
+            and text(item.get("status")) == writing["status"]
+        )
 
     def after(self, model: Any, **_: Any) -> None:
         if self.plan is None or model.service_model.endpoint_prefix in self.UNCOUNTED:
             return
-        if self.plan["when"] == "after" and self.calls == self.plan["at_call"]:
+        if (
+            self.plan.get("before_writing") is None
+            and self.plan["when"] == "after"
+            and self.calls == self.plan["at_call"]
+        ):
             self._die(model)
 
     def _die(self, model: Any) -> None:
@@ -118,6 +144,7 @@ def main() -> None:
 
     boto3._get_default_session().events.register("before-call", fault.before)
     boto3._get_default_session().events.register("after-call", fault.after)
+    boto3._get_default_session().events.register("before-parameter-build", fault.before_parameters)
     try:
         handler = getattr(importlib.import_module(module_name), function)
     except Exception as exc:

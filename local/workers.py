@@ -257,7 +257,11 @@ class Invoker:
         worker = pool.acquire()
         healthy = False
         with self._faults_lock:
-            fault = self._faults.pop(logical_id, None)
+            # A death at a given call is this invocation's; one before a given write waits for
+            # the invocation that makes that write (it is dropped once a worker died of it).
+            fault = self._faults.get(logical_id)
+            if fault is not None and "before_writing" not in fault:
+                del self._faults[logical_id]
         try:
             worker.send({"event": event, "request_id": str(uuid.uuid4()), "fault": fault})
             response = worker.receive(time.monotonic() + pool.spec.timeout_seconds)
@@ -269,6 +273,10 @@ class Invoker:
                 f"Task timed out after {pool.spec.timeout_seconds:.2f} seconds",
             ) from None
         except _WorkerDied:
+            if fault is not None:
+                with self._faults_lock:
+                    if self._faults.get(logical_id) is fault:
+                        del self._faults[logical_id]
             raise FunctionError(logical_id, "Runtime.ExitError", "the worker process exited") from None
         finally:
             pool.release(worker, healthy)

@@ -93,3 +93,46 @@ def test_a_keyed_card_top_up_killed_after_any_aws_call_and_retried_charges_and_c
         assert captures(local_stack, entry["gateway_order_id"]) == 1, call
     print(f"keyed card top-up: the wallet function killed after each of its {killed} AWS calls, then retried")
     assert killed >= 5
+
+
+def test_a_superseded_transfer_paid_late_is_credited_to_the_wallet_with_an_event(
+    local_stack: LocalStack,
+) -> None:
+    org = f"org_superseded_{uuid.uuid4().hex[:6]}"
+    headers = local_stack.headers(org, "owner")
+    local_stack.aws_client("dynamodb").put_item(
+        TableName=local_stack.table_name(), Item={"PK": {"S": f"ORG#{org}"}, "SK": {"S": "TRIALLED"}}
+    )
+
+    def call(method: str, path: str, body: Any = None) -> Any:
+        answer = local_stack.request(method, path, headers=headers, json=body)
+        assert answer.status_code < 300, answer.text
+        return answer.json()
+
+    bca = call("POST", "/billing/payment-methods", {"type": "bank_transfer", "bank": "bca"})["id"]
+    card = call("POST", "/billing/payment-methods", {"type": "credit_card", "token": CARD_TOKEN})["id"]
+    assert (
+        call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": bca})["status"]
+        == "incomplete"
+    )
+    [invoice] = call("GET", "/billing/invoices")["items"]
+    order_id = f"{invoice['id']}-a1"  # the virtual account the payer was shown
+    paid = call("POST", f"/billing/invoices/{invoice['id']}/pay", {"payment_method_id": card})
+    assert paid["status"] == "paid"
+
+    for _ in range(2):  # the payer transfers after all; Midtrans notifies twice
+        settled = local_stack.request("POST", "/_local/midtrans/settle", json={"order_id": order_id})
+        assert settled.status_code == 200, settled.text
+
+    ledger = call("GET", "/billing/wallet/transactions")["items"]
+    assert [(t["type"], t["amount"], t["invoice_id"]) for t in ledger] == [
+        ("adjustment", 331_890, invoice["id"])
+    ]
+    assert call("GET", "/billing/wallet")["balance"] == 331_890
+    events = local_stack.request(
+        "GET", "/_local/events", params={"type": "billing.payment.unapplied"}
+    ).json()["items"]
+    mine = [e["detail"]["data"] for e in events if e["detail"]["organization_id"] == org]
+    assert [(e["reference"], e["resolution"], e["transaction_id"]) for e in mine] == [
+        (order_id, "credited_to_wallet", ledger[0]["id"])
+    ]

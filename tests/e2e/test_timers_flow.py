@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import requests
 
 from tests.e2e.conftest import LocalStack, eventually
 
@@ -167,3 +168,35 @@ def test_the_hourly_sweep_renews_a_subscription_whose_period_ended(stack: LocalS
     assert (cycle["status"], cycle["total"]) == ("paid", PRO_WITH_PPN)
     now_sub = org.subscription()
     assert (now_sub["status"], now_sub["current_period_start"]) == ("active", cycle["period_start"])
+
+
+def test_a_trial_end_killed_after_the_capture_is_finished_by_its_retry_with_one_charge(
+    stack: LocalStack,
+) -> None:
+    org = Org(stack)
+    # The timers function dies after Midtrans took the money and before the payment is recorded:
+    # the state machine's retry runs the task again, which asks Midtrans under the same order_id.
+    planned = stack.request(
+        "POST",
+        "/_local/faults",
+        json={
+            "function": "TimersFunction",
+            "before_writing": {"sk_prefix": "PAYMENT#", "status": "succeeded"},
+        },
+    )
+    assert planned.status_code == 202, planned.text
+    trial = org.call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": org.card()})
+    assert trial["status"] == "trialing"
+
+    eventually(lambda: "billing.invoice.paid" in org.events(), "the retried trial end pays", DEADLINE_SECONDS)
+
+    assert "local fault: killed" in stack.logs()
+    [invoice] = org.invoices()
+    assert (invoice["status"], invoice["amount_paid"]) == ("paid", PRO_WITH_PPN)
+    assert org.subscription()["status"] == "active"
+    order_id = f"{invoice['id']}-a1"
+    charges = requests.get(
+        f"{stack.health['midtrans_endpoint']}/_fake/charges", params={"order_id": order_id}, timeout=10
+    ).json()["items"]
+    assert [c["transaction_status"] for c in charges] == ["capture"]  # one capture, however often asked
+    assert org.events().count("billing.invoice.paid") == 1

@@ -479,7 +479,7 @@ def test_a_superseded_transfer_paid_late_is_credited_to_the_wallet_once_with_an_
     )
     assert balance(org) == PRO_WITH_PPN  # the card paid the invoice; the transfer is the wallet's
     assert invoices_paid(org) == PRO_WITH_PPN
-    unapplied = [
+    unapplied: list[Any] = [
         e["detail"] for e in received_events(queue) if e["detail-type"] == "billing.payment.unapplied"
     ]
     assert [u["data"] for u in unapplied] == [
