@@ -167,6 +167,15 @@ class MidtransFake:
             found = self._transactions.get(order_id)
             return dict(found) if found else None
 
+    def taken(self) -> int:
+        """Rupiah the payers parted with so far: every captured card charge and settled transfer."""
+        with self._lock:
+            return sum(
+                int(str(t["gross_amount"]).split(".")[0])
+                for t in self._transactions.values()
+                if t.get("transaction_status") in ("capture", "settlement")
+            )
+
     def knows(self, order_id: str) -> bool:
         with self._lock:
             return order_id in self._transactions or order_id in self._snap_orders

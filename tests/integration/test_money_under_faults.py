@@ -22,6 +22,7 @@ from tagih import clock, wiring
 from tagih.services import dunning, lifecycle, subscriptions
 from tagih.services.context import Billing
 from tagih.services.lifecycle import ActionResult
+from tagih.services.wallet import pay_from_wallet_first
 from tests.conftest import BUS_NAME, TABLE_NAME
 from tests.fakes.billing_setup import CARD_TOKEN, DECLINING, add_method, mark_trialled, set_card_token
 from tests.fakes.faults import Boundary, run_until_it_finishes
@@ -35,6 +36,7 @@ from tests.fakes.lambda_runtime import (
     load_function,
 )
 from tests.fakes.midtrans_server import NotificationInbox, running_midtrans_fake
+from tests.integration.test_wallet import stored_invoice
 
 TOP_UP = "/billing/wallet/top-up"
 SUBS = "/billing/subscriptions"
@@ -106,8 +108,9 @@ def captures(midtrans: MidtransFake, orders: set[str]) -> list[dict[str, Any]]:
 
 
 def captured(midtrans: MidtransFake) -> int:
-    """Everything the Midtrans fake captured so far (cards' verification charges are not captured)."""
-    return sum(int(c["gross_amount"]) for c in midtrans.charges if c["transaction_status"] == "capture")
+    """Everything payers parted with at the Midtrans fake so far (cards captured, transfers settled;
+    a card's verification charge is not captured)."""
+    return midtrans.taken()
 
 
 def items(org: str, prefix: str) -> list[dict[str, Any]]:
@@ -310,6 +313,90 @@ def test_a_card_top_up_killed_at_any_boundary_and_never_retried_is_settled_by_on
 
     count = survives_every_crash(
         midtrans, "card_top_up_janitor", attach_card, top_up, check, recover_by="janitor"
+    )
+    assert count >= 10
+
+
+def transfer_top_up(case: Case) -> dict[str, Any]:
+    return created(
+        call(case.org, "POST", TOP_UP, {"amount": AMOUNT, "payment_method_id": case.card}, headers=KEY)
+    )
+
+
+def attach_bca(case: Case) -> None:
+    case.card = add_method(case.org, {"type": "bank_transfer", "bank": "bca"})
+
+
+def deliver_notification(body: bytes) -> Answer:
+    """A Midtrans notification, as API Gateway hands it to the gateway webhooks function."""
+    event = http_event(
+        "POST", "/webhooks/midtrans", raw_body="", headers={"content-type": "application/json"}
+    )
+    event["body"] = body.decode()
+    return Answer(load_function("gateway_webhooks").lambda_handler(event, FakeLambdaContext()))
+
+
+def test_a_transfer_top_up_killed_at_any_boundary_and_retried_keeps_one_order_credited_once_paid(
+    midtrans: MidtransFake, inbox: NotificationInbox
+) -> None:
+    def check(case: Case, retried: dict[str, Any]) -> None:
+        assert (retried["status"], retried["payment_instructions"]["bank"]) == ("pending", "bca")
+        [entry] = ledger(case.org)
+        assert entry["id"] == retried["id"]
+        order = str(entry["gateway_order_id"])
+        assert midtrans.charge_count(order) == 1  # one virtual account, shown again to the retry
+        midtrans.settle(order)
+        assert deliver_notification(inbox.bodies[-1]).status == 200
+        assert balance(case.org) == AMOUNT
+
+    assert survives_every_crash(midtrans, "transfer_top_up", attach_bca, transfer_top_up, check) >= 10
+
+
+def test_a_settlement_notification_killed_at_any_boundary_and_redelivered_credits_once(
+    midtrans: MidtransFake, inbox: NotificationInbox
+) -> None:
+    def pending_transfer(case: Case) -> None:
+        attach_bca(case)
+        entry = transfer_top_up(case)
+        midtrans.settle(str(entry["gateway_order_id"]))  # the payer paid; Midtrans notifies
+        case.ids["notification"] = inbox.bodies[-1]
+
+    def notify(case: Case) -> Answer:  # Midtrans delivers until it is answered 200
+        return deliver_notification(case.ids["notification"])
+
+    def check(case: Case, redelivered: Answer) -> None:
+        assert redelivered.status == 200, redelivered.raw
+        [entry] = ledger(case.org)
+        assert (entry["status"], entry["balance_after"]) == ("succeeded", AMOUNT)
+        assert balance(case.org) == AMOUNT
+
+    assert survives_every_crash(midtrans, "settlement_notification", pending_transfer, notify, check) >= 10
+
+
+def test_an_auto_recharge_killed_at_any_boundary_is_finished_by_one_janitor_run(
+    midtrans: MidtransFake, timer_machines: dict[str, str]
+) -> None:
+    def low_on_credit(case: Case) -> None:
+        attach_card(case)
+        created(call(case.org, "POST", TOP_UP, {"amount": 500_000}, headers={"Idempotency-Key": "first"}))
+        settings = {"enabled": True, "threshold": 400_000, "amount": 100_000}
+        assert call(case.org, "PUT", "/billing/wallet/auto-recharge", settings).status == 200
+        case.ids["invoice"] = stored_invoice(100_000, org=case.org)  # 111,000 with PPN
+
+    def pay_from_the_wallet(case: Case) -> None:  # the debit crosses the threshold: one recharge
+        pay_from_wallet_first(billing(), case.ids["invoice"], clock.now())
+
+    def check(case: Case, janitor: dict[str, Any]) -> None:
+        entries = ledger(case.org)
+        assert [e for e in entries if e["status"] == "pending"] == []
+        paid = [e for e in entries if e["type"] == "invoice_payment" and e["status"] == "succeeded"]
+        recharged = [e for e in entries if e["auto_recharge"] and e["status"] == "succeeded"]
+        assert len(paid) <= 1
+        assert len(recharged) <= 1
+        assert balance(case.org) == 500_000 - 111_000 * len(paid) + 100_000 * len(recharged)
+
+    count = survives_every_crash(
+        midtrans, "auto_recharge", low_on_credit, pay_from_the_wallet, check, recover_by="janitor"
     )
     assert count >= 10
 

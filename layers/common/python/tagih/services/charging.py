@@ -33,7 +33,7 @@ from tagih.domain.errors import (
     PaymentMethodNotFound,
     PaymentMethodRequired,
 )
-from tagih.domain.gateway_names import FIRST_ATTEMPT, charge_reference
+from tagih.domain.gateway_names import FIRST_ATTEMPT, GatewayName, charge_reference
 
 if TYPE_CHECKING:
     from tagih.domain.gateway import ChargeRequest, Customer, PaymentGateway
@@ -152,9 +152,10 @@ def charge_invoice(
     )
 
 
-def top_up_claim(entry: WalletTransaction, method: PaymentMethod, now: datetime) -> Payment:
-    """The claim on charging top-up ``entry`` (reference ``<txn>-a1``), written with the entry in one
-    transaction, so that no top-up is ever pending without the charge that will settle it."""
+def top_up_claim(entry: WalletTransaction, gateway: GatewayName, now: datetime) -> Payment:
+    """The claim on charging top-up ``entry`` (reference ``<txn>-a1``, to ``entry``'s method at
+    ``gateway``), written with the entry in one transaction, so that no top-up (or auto-recharge)
+    is ever pending without the charge that will settle it."""
     from tagih.domain.payments import processing_claim  # the charging path only (cold start)
 
     return processing_claim(
@@ -162,8 +163,8 @@ def top_up_claim(entry: WalletTransaction, method: PaymentMethod, now: datetime)
         subject_id=entry.id,
         attempt=FIRST_ATTEMPT,
         purpose="wallet_top_up",
-        gateway=method.gateway,
-        payment_method_id=method.id,
+        gateway=gateway,
+        payment_method_id=entry.payment_method_id,
         amount=entry.amount,
         currency=entry.currency,
         at=now,

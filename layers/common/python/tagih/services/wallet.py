@@ -174,7 +174,7 @@ def top_up(
     check_gateway_currency(method.gateway, wallet.currency, "wallet")
     entry = top_up_entry(wallet, amount, method, now, transaction_id)
     try:
-        _open_top_up(store, wallet, entry, top_up_claim(entry, method, now))
+        _open_top_up(store, wallet, entry, top_up_claim(entry, method.gateway, now))
     except StaleWallet:
         earlier = store.find_transaction(organization_id, entry.id) if transaction_id else None
         if earlier is None:
@@ -370,6 +370,9 @@ def pay_from_wallet_first(billing: Billing, invoice: Invoice, now: datetime) -> 
             }
         )
         added = [debit.entry] if debit.recharge is None else [debit.entry, debit.recharge]
+        gateway = debit.wallet.auto_recharge.gateway
+        # The recharge is claimed with the debit that starts it: a crash after leaves it to the janitor.
+        claim = top_up_claim(debit.recharge, gateway, now) if debit.recharge and gateway else None
         try:
             store.commit(
                 WalletChange(
@@ -378,6 +381,7 @@ def pay_from_wallet_first(billing: Billing, invoice: Invoice, now: datetime) -> 
                     expected_version=wallet.version,
                     added=added,
                     invoice=(paid, invoice.version),
+                    claim=claim,
                 )
             )
         except StaleWallet:
