@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from local import tokens
+from local.midtrans_fake import OrderClosed
 from local.model import ACCOUNT_ID, REGION, FunctionError, Route, StackModel
 from local.resources import CfnResponses
 from local.template import API_ID
@@ -547,6 +548,9 @@ class _Handler(BaseHTTPRequestHandler):
             sent = fake.settle(order_id) if action == "settle" else fake.expire(order_id)
         except KeyError:
             self._error(404, "order_not_found", f"The Midtrans fake has no order {order_id!r}.")
+            return
+        except OrderClosed as closed:
+            self._error(409, "order_closed", f"The payer can no longer pay it: {closed}.")
             return
         delivery = sent["delivery"]
         self._send(

@@ -100,6 +100,13 @@ def _core_error(code: int, message: str, *validation: str) -> _Refused:
     return _Refused(code, body)
 
 
+FINAL_UNPAID = frozenset({"cancel", "expire", "deny"})
+
+
+class OrderClosed(Exception):
+    """``settle`` of an order that can no longer be paid (cancelled, expired, denied)."""
+
+
 class MidtransFake:
     """The fake's state and its HTTP server. Thread-safe; ``start``/``stop`` once."""
 
@@ -198,6 +205,9 @@ class MidtransFake:
                     raise KeyError(order_id)
                 record = self._paid_snap(snap, now)
                 self._transactions[order_id] = record
+            if transaction_status == "settlement" and record["transaction_status"] in FINAL_UNPAID:
+                # A cancelled or expired virtual account takes no transfer any more.
+                raise OrderClosed(f"order {order_id} is {record['transaction_status']}")
             if (
                 transaction_status == "settlement"
                 and record["payment_type"] == "credit_card"

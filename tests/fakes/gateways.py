@@ -100,6 +100,9 @@ class FakeGateway:
     def verify_notification(self, headers: dict[str, str], raw_body: bytes) -> GatewayNotification:
         raise NotImplementedError("payment methods receive no notifications")
 
+    def cancel(self, reference: str) -> bool:
+        raise NotImplementedError("payment methods never cancel an order")
+
 
 @dataclass
 class FakeGatewayDirectory:

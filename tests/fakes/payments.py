@@ -130,6 +130,10 @@ class ScriptedGateway:
     def verify_notification(self, headers: dict[str, str], raw_body: bytes) -> GatewayNotification:
         raise NotImplementedError
 
+    def cancel(self, reference: str) -> bool:
+        self.calls["cancel"] += 1
+        return False
+
 
 @dataclass
 class RecordingListener:

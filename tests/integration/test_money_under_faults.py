@@ -531,7 +531,7 @@ def test_a_dunning_retry_killed_at_any_boundary_and_retried_by_its_timer_pays_on
 
 
 # -- money that pays nothing ---------------------------------------------------------------------------
-def test_a_superseded_transfer_paid_late_is_credited_to_the_wallet_once_with_an_event(
+def test_a_transfer_that_lost_the_race_to_a_card_is_credited_to_the_wallet_once_with_an_event(
     midtrans: MidtransFake, inbox: NotificationInbox
 ) -> None:
     org = "org_fault_superseded"
@@ -543,13 +543,14 @@ def test_a_superseded_transfer_paid_late_is_credited_to_the_wallet_once_with_an_
     assert started["status"] == "incomplete"
     [invoice] = items(org, "INVOICE#")
     order = str(invoice["gateway_invoice_id"])  # the virtual account the payer was shown
+    midtrans.settle(order)  # the payer transfers to it; its notification is on its way...
+    late = inbox.bodies[-1]
+    # ... while someone pays the invoice by card: the virtual account, paid already, cannot be cancelled
     paid = call_api(
         "POST", f"/billing/invoices/{invoice['id']}/pay", body={"payment_method_id": card}, org=org
     )
     assert (paid.status, paid.body["status"]) == (200, "paid"), paid.raw
 
-    midtrans.settle(order)  # the payer transfers to the first virtual account after all
-    late = inbox.bodies[-1]
     for _ in range(2):  # and Midtrans delivers its notification twice
         event = http_event(
             "POST", "/webhooks/midtrans", raw_body="", headers={"content-type": "application/json"}
@@ -581,3 +582,22 @@ def test_a_superseded_transfer_paid_late_is_credited_to_the_wallet_once_with_an_
             "transaction_id": adjustment["id"],
         }
     ]
+
+
+def test_paying_an_invoice_by_card_cancels_the_virtual_account_it_showed(midtrans: MidtransFake) -> None:
+    org = "org_fault_cancelled"
+    mark_trialled(org)
+    bca = add_method(org, {"type": "bank_transfer", "bank": "bca"})
+    card = add_method(org, {"type": "credit_card", "token": CARD_TOKEN})
+    created(call_api("POST", SUBS, body={"plan": "pro", "payment_method_id": bca}, org=org))
+    [invoice] = items(org, "INVOICE#")
+    order = str(invoice["gateway_invoice_id"])
+
+    paid = call_api(
+        "POST", f"/billing/invoices/{invoice['id']}/pay", body={"payment_method_id": card}, org=org
+    )
+
+    assert (paid.status, paid.body["status"]) == (200, "paid"), paid.raw
+    transfer = midtrans.transaction(order)
+    assert transfer is not None
+    assert transfer["transaction_status"] == "cancel"  # nobody can pay the invoice a second time

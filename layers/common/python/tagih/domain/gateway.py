@@ -162,6 +162,11 @@ class PaymentGateway(Protocol):
         """Check the signature on the raw body; ``InvalidSignature`` when it does not hold."""
         ...
 
+    def cancel(self, reference: str) -> bool:
+        """Cancel an order nobody paid yet (a superseded virtual account); False when it cannot be
+        (paid meanwhile, unknown, or the gateway has nothing to cancel)."""
+        ...
+
 
 class GatewayDirectory(Protocol):
     def get(self, name: GatewayName) -> PaymentGateway: ...

@@ -650,6 +650,15 @@ class MidtransGateway:
                 return None
             raise self._unavailable("status", refusal) from None
 
+    def cancel(self, reference: str) -> bool:
+        core = self._client("core")
+        try:
+            self._call("cancel", core.transactions.cancel, reference)
+        except midtransclient.MidtransAPIError as error:
+            logger.info("midtrans cancel refused with %s", _refusal(error).code)  # paid meanwhile, or gone
+            return False
+        return True
+
     def fetch_status(self, reference: str, gateway_charge_id: str | None = None) -> PaymentStatus:
         body = self._status_body(reference)
         if body is None:

@@ -493,6 +493,9 @@ class StripeGateway:
             gateway_charge_id=intent.id or gateway_charge_id,
         )
 
+    def cancel(self, reference: str) -> bool:
+        return False  # a card is charged at once; a PaymentIntent awaiting 3-D Secure lapses by itself
+
     def verify_notification(self, headers: dict[str, str], raw_body: bytes) -> GatewayNotification:
         """``Stripe-Signature`` on the raw body: HMAC-SHA256 with the webhook secret, at most 300 s
         old and at most ``WEBHOOK_CLOCK_SKEW_SECONDS`` ahead of our clock."""

@@ -18,7 +18,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from tagih.domain import invoices as inv
-from tagih.domain.errors import InvoiceNotFound
+from tagih.domain.errors import GatewayUnavailable, InvoiceNotFound
 from tagih.domain.invoices import Invoice, invoice_data
 from tagih.domain.subscriptions import Subscription
 from tagih.domain.transitions import activate_after_first_payment, payment_recovered, trial_converted
@@ -57,6 +57,7 @@ class InvoicePaymentListener:
             record_unapplied_payment(self.billing, settled, reason)
             return
         record_invoice_paid(self.billing, invoice, settled.amount, settled.settled_at)
+        cancel_superseded_order(self.billing, invoice, settled)
 
     def on_payment_failed(self, failed: PaymentFailed) -> None:
         # An asynchronous payment that expired leaves the invoice open: the payer may pay it again
@@ -102,6 +103,21 @@ def unapplied_reason(billing: Billing, invoice: Invoice, settled: PaymentSettled
     succeeded = [p for p in recorded_attempts(billing.payments, invoice) if p.status == "succeeded"]
     first = min(succeeded, key=lambda p: (p.updated_at, p.attempt), default=None)
     return None if first is None or first.reference == settled.reference else "invoice_already_paid"
+
+
+def cancel_superseded_order(billing: Billing, invoice: Invoice, settled: PaymentSettled) -> None:
+    """The virtual account or e-wallet order an invoice showed its payer, when the invoice was paid
+    another way, is cancelled at Midtrans so nobody pays it too. Best effort: one that is paid
+    anyway (cancel refused, the gateway down) is credited to the wallet by
+    ``record_unapplied_payment``; the janitor records the cancelled order as failed."""
+    order = invoice.gateway_invoice_id
+    if order is None or order == settled.reference:
+        return
+    try:
+        cancelled = billing.gateways.get("midtrans").cancel(order)
+    except GatewayUnavailable:
+        cancelled = False
+    logger.info("superseded order", extra={"reference": order, "cancelled": cancelled})
 
 
 def record_unapplied_payment(billing: Billing, settled: PaymentSettled, reason: UnappliedReason) -> None:
