@@ -56,7 +56,7 @@ unit: venv
 	$(PYTEST) tests/unit -q
 
 integration: venv
-	$(PYTEST) tests/integration -q
+	$(PYTEST) tests/integration -q -n 2
 
 e2e: venv
 	$(PYTEST) tests/e2e -q

@@ -225,8 +225,7 @@ def attach_card(case: Case) -> None:
     case.card = add_method(case.org, {"type": "credit_card", "token": CARD_TOKEN})
 
 
-def active_pro(case: Case) -> None:
-    mark_trialled(case.org)
+def subscribed_pro(case: Case, status: str) -> None:
     attach_card(case)
     sub = subscriptions.subscribe(
         billing(),
@@ -236,22 +235,17 @@ def active_pro(case: Case) -> None:
         payment_method_id=case.card,
         now=T0,
     ).subscription
-    assert sub.status == "active"
+    assert sub.status == status
     case.ids["sub"] = sub
+
+
+def active_pro(case: Case) -> None:
+    mark_trialled(case.org)  # charged at once, no trial
+    subscribed_pro(case, "active")
 
 
 def trialing_pro(case: Case) -> None:
-    attach_card(case)
-    sub = subscriptions.subscribe(
-        billing(),
-        organization_id=case.org,
-        plan_slug="pro",
-        cycle="monthly",
-        payment_method_id=case.card,
-        now=T0,
-    ).subscription
-    assert sub.status == "trialing"
-    case.ids["sub"] = sub
+    subscribed_pro(case, "trialing")
 
 
 def past_due_pro(case: Case) -> None:

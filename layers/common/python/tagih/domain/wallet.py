@@ -323,6 +323,27 @@ class Debit:
     recharge: WalletTransaction | None  # the recharge this debit claimed (pending)
 
 
+def credited_entry(
+    wallet: Wallet, entry_id: str, kind: TransactionType, amount: int, *, invoice_id: str, at: datetime
+) -> tuple[Wallet, WalletTransaction]:
+    """``amount`` credited to ``wallet`` at ``at`` by an entry of ``kind`` (a ``refund`` of what an
+    invoice took, an ``adjustment`` of money that paid nothing): the wallet and the entry."""
+    credited = changed_wallet(wallet, at, balance=wallet.balance + amount)
+    entry = WalletTransaction(
+        id=entry_id,
+        organization_id=wallet.organization_id,
+        type=kind,
+        status="succeeded",
+        amount=amount,
+        currency=wallet.currency,
+        balance_after=credited.balance,
+        invoice_id=invoice_id,
+        created_at=at,
+        updated_at=at,
+    )
+    return credited, entry
+
+
 def next_entry_moment(wallet: Wallet, now: datetime) -> datetime:
     """When an entry changing ``wallet`` is stamped: ``now``, but after the wallet's last change,
     so that entries written by one request at one ``now`` (a debit, its recharge, a refund) list

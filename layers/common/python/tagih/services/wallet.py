@@ -40,6 +40,7 @@ from tagih.domain.wallet import (
     changed_wallet,
     check_amount,
     check_auto_recharge,
+    credited_entry,
     decide_credit,
     decide_debit,
     new_wallet,
@@ -429,18 +430,8 @@ def return_wallet_credit(billing: Billing, invoice: Invoice, now: datetime) -> I
         if wallet is None:
             raise ValueError(f"invoice {invoice.id} has credits applied but the organization has no wallet")
         at = next_entry_moment(wallet, now)
-        refunded = changed_wallet(wallet, at, balance=wallet.balance + amount)
-        entry = WalletTransaction(
-            id=new_id("txn"),
-            organization_id=org,
-            type="refund",
-            status="succeeded",
-            amount=amount,
-            currency=wallet.currency,
-            balance_after=refunded.balance,
-            invoice_id=invoice.id,
-            created_at=at,
-            updated_at=at,
+        refunded, entry = credited_entry(
+            wallet, new_id("txn"), "refund", amount, invoice_id=invoice.id, at=at
         )
         returned = invoice.model_copy(
             update={"credits_applied": 0, "version": invoice.version + 1, "updated_at": now}
@@ -523,19 +514,8 @@ def credit_unapplied_payment(
         if wallet.currency != currency:
             return None, True
         moment = next_entry_moment(wallet, at)
-        credited = changed_wallet(wallet, moment, balance=wallet.balance + settled.amount)
-        entry = WalletTransaction(
-            id=entry_id,
-            organization_id=org,
-            type="adjustment",
-            status="succeeded",
-            amount=settled.amount,
-            currency=wallet.currency,
-            balance_after=credited.balance,
-            invoice_id=settled.subject_id,
-            gateway_order_id=settled.reference if settled.gateway == "midtrans" else None,
-            created_at=moment,
-            updated_at=moment,
+        credited, entry = credited_entry(
+            wallet, entry_id, "adjustment", settled.amount, invoice_id=settled.subject_id, at=moment
         )
         try:
             store.commit(WalletChange(org, wallet=credited, expected_version=wallet.version, added=[entry]))
