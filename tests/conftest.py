@@ -129,3 +129,20 @@ def catalog(aws: None) -> None:
 @pytest.fixture
 def lambda_context() -> FakeLambdaContext:
     return FakeLambdaContext()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault-injection harness's count (``tests/integration/test_money_under_faults.py``): how
+    many (flow x boundary) cases ran, whatever the number of xdist workers."""
+    counted = [
+        (report.nodeid, int(value))
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "fault_cases"
+    ]
+    if counted:
+        terminalreporter.write_line(
+            f"fault injection: {sum(n for _, n in counted)} (flow x boundary) cases in {len(counted)} flows, "
+            "each recovered and reconciled"
+        )

@@ -48,6 +48,18 @@ RETRY_LATER = timedelta(minutes=15)  # beyond paid_changes.ABANDONED_CHARGE and 
 T0 = datetime.now(UTC).replace(microsecond=0)
 
 
+RUNNING: list[pytest.Item] = []  # the test running now, whose report carries its count
+
+
+@pytest.fixture(autouse=True)
+def count_cases(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each flow's number of cases goes on its test's report, for the run's summary
+    (``tests/conftest.py``), whatever the number of xdist workers."""
+    RUNNING[:] = [request.node]
+    yield
+    RUNNING.clear()
+
+
 @pytest.fixture
 def inbox() -> Iterator[NotificationInbox]:
     with NotificationInbox() as receiver:
@@ -212,6 +224,8 @@ def survives_every_crash(
     count = run_until_it_finishes(set_up, run, recover)
     check_gapless_numbers()
     print(f"{name}: {count} (boundary x crash) cases, each recovered and reconciled")
+    for test in RUNNING:
+        test.user_properties.append(("fault_cases", count))
     return count
 
 
