@@ -115,6 +115,22 @@ class LocalStack:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def run_the_janitor(self) -> None:
+        """Fire the janitor's schedule (the timers function's ``reconcile``) and wait for its run."""
+        before = self.logs().count('"message":"janitor"')
+        fired = self.request("POST", "/_local/rules/tagih-local-TimersFunctionJanitor/fire")
+        assert fired.status_code == 202, fired.text
+        eventually(lambda: self.logs().count('"message":"janitor"') > before, "the janitor ran")
+
+    def in_flight(self, org_id: str) -> list[str]:
+        """The organization's charges still claimed and unresolved (``processing``)."""
+        found = self.aws_client("dynamodb").query(
+            TableName=self.table_name(),
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :payment)",
+            ExpressionAttributeValues={":pk": {"S": f"ORG#{org_id}"}, ":payment": {"S": "PAYMENT#"}},
+        )["Items"]
+        return [str(item["SK"]["S"]) for item in found if item["status"]["S"] == "processing"]
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)

@@ -55,9 +55,10 @@ def captures(stack: LocalStack, order_id: str) -> int:
 def test_a_keyed_card_top_up_killed_after_any_aws_call_and_retried_charges_and_credits_once(
     local_stack: LocalStack,
 ) -> None:
-    killed = 0
+    killed, orgs = 0, []
     for call in range(1, MAX_CALLS + 1):
         org = f"org_kill_{call}_{uuid.uuid4().hex[:6]}"
+        orgs.append(org)
         headers = {**local_stack.headers(org, "owner"), "Idempotency-Key": "top-up-1"}
         card = local_stack.request(
             "POST",
@@ -93,6 +94,8 @@ def test_a_keyed_card_top_up_killed_after_any_aws_call_and_retried_charges_and_c
         assert captures(local_stack, entry["gateway_order_id"]) == 1, call
     print(f"keyed card top-up: the wallet function killed after each of its {killed} AWS calls, then retried")
     assert killed >= 5
+    local_stack.run_the_janitor()
+    assert [org for org in orgs if local_stack.in_flight(org)] == []
 
 
 def test_an_invoice_paid_by_card_cancels_its_virtual_account_so_it_cannot_be_paid_twice(

@@ -200,3 +200,5 @@ def test_a_trial_end_killed_after_the_capture_is_finished_by_its_retry_with_one_
     ).json()["items"]
     assert [c["transaction_status"] for c in charges] == ["capture"]  # one capture, however often asked
     assert org.events().count("billing.invoice.paid") == 1
+    stack.run_the_janitor()
+    assert stack.in_flight(org.id) == []
