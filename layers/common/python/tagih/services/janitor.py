@@ -137,14 +137,21 @@ def reconcile_open_payments(
             unresolved += 1
             logger.warning("open payment left unresolved", extra=_fields(payment))
             continue
-        outcome = record_verified_payment(
-            payments,
-            gateway_events,
-            _janitor_notification(payment, status),
-            status,
-            listener=listener,
-            now=lambda: now,
-        )
+        try:
+            outcome = record_verified_payment(
+                payments,
+                gateway_events,
+                _janitor_notification(payment, status),
+                status,
+                listener=listener,
+                now=lambda: now,
+            )
+        except BillingError:
+            # Recorded, but what it pays could not take it yet (an invoice still a draft): counted,
+            # handed over again while it is recent, and the next payments are not held up.
+            unresolved += 1
+            logger.warning("open payment recorded, not applied", extra=_fields(payment))
+            continue
         if outcome.kind == "settled" or (outcome.kind == "duplicate" and outcome.settled is not None):
             settled += 1
         elif outcome.kind == "failed":
