@@ -609,3 +609,31 @@ def test_paying_an_invoice_by_card_cancels_the_virtual_account_it_showed(midtran
     transfer = midtrans.transaction(order)
     assert transfer is not None
     assert transfer["transaction_status"] == "cancel"  # nobody can pay the invoice a second time
+
+
+def test_a_first_charge_the_gateway_did_not_answer_keeps_the_subscription_for_its_retry(
+    midtrans: MidtransFake,
+) -> None:
+    org = "org_fault_in_doubt"
+    mark_trialled(org)
+    card = add_method(org, {"type": "credit_card", "token": CARD_TOKEN})
+    good = set_card_token(org, card, "481111-hang-saved-1114")  # Midtrans does not answer
+    body = {"plan": "pro", "payment_method_id": card}
+
+    unanswered = call_api("POST", SUBS, body=body, org=org, headers=KEY)
+
+    assert (unanswered.status, unanswered.error_code) == (503, "gateway_unavailable"), unanswered.raw
+    # The money may have been taken: nothing is deleted, the charge stays claimed.
+    assert stored_subscription_status(org) == "incomplete"
+    assert [p["status"] for p in items(org, "PAYMENT#")] == ["processing"]
+    set_card_token(org, card, good)
+    retried = call_api("POST", SUBS, body=body, org=org, headers=KEY)
+    assert (retried.status, retried.body["status"]) == (201, "active"), retried.raw
+    [invoice] = items(org, "INVOICE#")
+    assert (invoice["status"], int(invoice["amount_paid"])) == ("paid", PRO_WITH_PPN)
+    assert len(captures(midtrans, {f"{invoice['SK'].removeprefix('INVOICE#')}-a1"})) == 1
+
+
+def stored_subscription_status(org: str) -> str:
+    [sub] = items(org, "SUBSCRIPTION")
+    return str(sub["status"])

@@ -18,7 +18,7 @@ that did its work meanwhile (or half of it: a charge claimed before the crash is
 its reference) changes nothing twice. A task whose answer says "wait and call again" (the next
 dunning retry, a moment that moved later) gets a fresh execution of its state machine for the rest
 (``rearm``). A task that still fails stays kept, with its count, and is logged for a person: the
-``Janitor_failed`` metric raises an alarm.
+``Timer_kept`` metric raises an alarm.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def reconcile_open_payments(
         if payment is None or payment.status not in ("processing", "pending") or not _due(payment, now):
             continue
         try:
-            status = _truth(gateways, payment, now)
+            status = _truth(gateways, payment)
         except GatewayUnavailable:
             status = None
         if status is None:
@@ -203,7 +203,7 @@ def _due(payment: Payment, now: datetime) -> bool:
     return now >= until + PROCESSING_STALE
 
 
-def _truth(gateways: GatewayDirectory, payment: Payment, now: datetime) -> PaymentStatus | None:
+def _truth(gateways: GatewayDirectory, payment: Payment) -> PaymentStatus | None:
     """The gateway's status of ``payment``, or None when it cannot tell."""
     status = gateways.get(payment.gateway).fetch_status(payment.reference, payment.gateway_charge_id)
     if status.state in ("succeeded", "failed"):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from tagih.domain import invoices as inv
 from tagih.domain.catalog import Plan
-from tagih.domain.errors import BillingError, PlanNotFound
+from tagih.domain.errors import BillingError, ChargeInDoubt, PlanNotFound
 from tagih.domain.gateway_names import FIRST_ATTEMPT
 from tagih.domain.invoices import Invoice, invoice_data, rewritten
 from tagih.domain.plan_slugs import FREE_PLAN
@@ -28,7 +28,7 @@ from tagih.domain.subscriptions import BillingCycle, Subscription, current_or_fr
 from tagih.domain.transitions import activate_after_first_payment, cancel, reactivate, start_subscription
 from tagih.events.models import EventType
 from tagih.ids import derived_id
-from tagih.services.charging import attempt_to_charge, charge_invoice, paying_method
+from tagih.services.charging import attempt_to_charge, charge_invoice, paying_method, recorded_attempts
 from tagih.services.drafts import subscription_draft
 
 if TYPE_CHECKING:
@@ -130,6 +130,8 @@ def subscribe(
     try:
         draft = pay_from_wallet_first(billing, draft, now)
         payment = charge_invoice(billing, draft, method, FIRST_ATTEMPT, now) if draft.amount_due else None
+    except ChargeInDoubt:
+        raise  # the gateway may have the money: the subscription and its draft stay for the retry
     except BillingError:
         # Nothing is kept: what the wallet paid goes back to it, then the draft goes with the subscription.
         billing.subscriptions.delete(subscription, invoices=[return_wallet_credit(billing, draft, now)])
@@ -160,13 +162,14 @@ def _resume_first_charge(billing: Billing, subscription: Subscription, now: date
     from tagih.services.wallet import pay_from_wallet_first, return_wallet_credit  # the charging path
 
     try:
+        if invoice.status == "draft" and not recorded_attempts(billing.payments, invoice):
+            invoice = pay_from_wallet_first(billing, invoice, now)  # nothing claimed yet: the wallet first
         plan = attempt_to_charge(billing, invoice, method)
-        if plan.settled is None and plan.attempt == FIRST_ATTEMPT and invoice.status == "draft":
-            invoice = pay_from_wallet_first(billing, invoice, now)  # nothing charged yet: the wallet first
-            plan = attempt_to_charge(billing, invoice, method)
         payment = plan.settled
         if payment is None and invoice.amount_due:
             payment = charge_invoice(billing, invoice, method, plan.attempt, now)
+    except ChargeInDoubt:
+        raise
     except BillingError:
         if invoice.status == "draft":  # as on the first try: a decline keeps nothing
             billing.subscriptions.delete(subscription, invoices=[return_wallet_credit(billing, invoice, now)])
