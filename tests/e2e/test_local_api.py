@@ -82,6 +82,30 @@ def test_malformed_json_is_a_400_in_the_api_error_format(local_stack: LocalStack
     assert error["request_id"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "raw"),
+    [
+        ("POST", "/billing/accounts", b'{"name": "\xff"}'),
+        ("PUT", "/billing/wallet/auto-recharge", b'{"enabled": "\xc3\x28"}'),
+        ("POST", "/billing/webhooks", b"[" * 1_000 + b"]" * 1_000),
+        ("POST", "/webhooks/midtrans", b'{"order_id": ' + b"[" * 1_200 + b"]" * 1_200 + b"}"),
+        ("POST", "/webhooks/midtrans", b'{"order_id": "\xfe\xff"}'),
+    ],
+    ids=["accounts-utf8", "auto-recharge-utf8", "webhooks-deep", "midtrans-deep", "midtrans-utf8"],
+)
+def test_undecodable_and_too_deep_bodies_are_400_over_http(
+    local_stack: LocalStack, method: str, path: str, raw: bytes
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    if not path.startswith("/webhooks/"):
+        headers |= local_stack.headers(role="owner")
+
+    response = local_stack.request(method, path, data=raw, headers=headers)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "malformed_json"
+
+
 def test_query_strings_reach_the_handler_repeated_keys_included(local_stack: LocalStack) -> None:
     headers = local_stack.headers()
     too_big = local_stack.request("GET", "/billing/plans?page_size=200", headers=headers)

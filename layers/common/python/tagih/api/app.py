@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from datetime import datetime
+from itertools import accumulate
 from typing import Any, cast
 
 from aws_lambda_powertools import Logger
@@ -36,7 +38,13 @@ from tagih.api.errors import (
 )
 from tagih.api.idempotency import MAX_KEY_LENGTH, run_idempotent
 from tagih.config import get_settings
-from tagih.domain.errors import BillingError, OrganizationSuspended, PayloadTooLarge, RouteNotFound
+from tagih.domain.errors import (
+    BillingError,
+    MalformedJson,
+    OrganizationSuspended,
+    PayloadTooLarge,
+    RouteNotFound,
+)
 from tagih.store.organizations import is_suspended
 from tagih.store.test_clocks import frozen_time_of
 
@@ -45,6 +53,9 @@ logger = Logger()
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON_TYPE = "application/json"
+# No request of this API nests deeper than a handful of levels; 32 leaves room and stays far below
+# what the JSON parser and pydantic recurse through safely.
+MAX_JSON_DEPTH = 32
 
 
 class RoutePolicy:
@@ -111,6 +122,7 @@ class TagihResolver(APIGatewayHttpResolver):
         try:
             self._check_body_size(event)
             auth = self._authorize(event, method) if self.authenticated else None
+            event = _as_text_body(event)
         except BillingError as error:
             status, code = status_and_code(error)
             return proxy_error(status, code, error.message, request_id)
@@ -222,6 +234,41 @@ class TagihResolver(APIGatewayHttpResolver):
 
     def _on_route_not_found(self, exc: Exception) -> Response[str]:
         return from_billing_error(RouteNotFound(), self.request_id)
+
+
+def _as_text_body(event: dict[str, Any]) -> dict[str, Any]:
+    """The body as the text every route reads, or 400 ``malformed_json`` before anything runs.
+
+    API Gateway hands over a body it does not take for text base64-encoded; undecodable UTF-8 and
+    JSON nested deeper than any request of this API would otherwise surface later as a
+    ``UnicodeDecodeError`` or ``RecursionError`` (a 500) in whatever parses it first, the gateway
+    notification routes included.
+    """
+    body = event.get("body")
+    if not body:
+        return event
+    try:
+        raw = base64.b64decode(body, validate=True) if event.get("isBase64Encoded") else None
+        text = raw.decode("utf-8") if raw is not None else str(body)
+        text.encode("utf-8")  # a lone surrogate (from a caller's own decoding) is not UTF-8 either
+    except (binascii.Error, ValueError) as error:
+        raise MalformedJson("The request body is not valid UTF-8.") from error
+    if _nesting_depth(text) > MAX_JSON_DEPTH:
+        raise MalformedJson(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+    return {**event, "body": text, "isBase64Encoded": False}
+
+
+def _nesting_depth(text: str) -> int:
+    """How deep ``[``/``{`` nest outside strings, counted before parsing (the parser itself is what
+    a deep body crashes); regular expressions keep the scan in C for large usage batches."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0
+    brackets = _BRACKETS.findall(_STRING_LITERALS.sub("", text))
+    return max(accumulate(1 if b in "[{" else -1 for b in brackets), default=0)
+
+
+_STRING_LITERALS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 def _as_json_request(event: dict[str, Any]) -> dict[str, Any]:
