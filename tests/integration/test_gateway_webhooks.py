@@ -581,7 +581,6 @@ NOT_NOTIFICATIONS: dict[str, tuple[bytes, bool]] = {
     "plain text": (b"settlement", False),
     "empty": (b"", False),
     "a JSON array": (b"[]", False),
-    "binary, base64-encoded": (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", True),
 }
 
 
@@ -598,7 +597,17 @@ def test_a_body_that_is_not_a_json_notification_is_401(
     assert table_snapshot() == before
 
 
-def test_a_body_flagged_base64_that_is_not_base64_is_401(
+def test_a_binary_body_is_400_malformed_json_and_changes_nothing(midtrans: MidtransFake) -> None:
+    record_va_payment()
+    before = table_snapshot()
+
+    answer = deliver(b"\x89PNG\r\n\x1a\n\x00\xff\xfe", base64_body=True)
+
+    answer.assert_error(400, "malformed_json")
+    assert table_snapshot() == before
+
+
+def test_a_body_flagged_base64_that_is_not_base64_is_400(
     midtrans: MidtransFake, inbox: NotificationInbox
 ) -> None:
     payment = record_va_payment()
@@ -609,7 +618,7 @@ def test_a_body_flagged_base64_that_is_not_base64_is_401(
 
     answer = Answer(load_function("gateway_webhooks").lambda_handler(event, FakeLambdaContext()), event)
 
-    answer.assert_error(401, "invalid_signature")
+    answer.assert_error(400, "malformed_json")
     assert table_snapshot() == before
 
 
