@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from tagih import clock
 from tagih.api.app import create_resolver
@@ -24,6 +24,7 @@ from tagih.domain.accounts import (
     Phone,
 )
 from tagih.domain.money import Currency, CurrencyCode
+from tagih.domain.text import RequestBody
 from tagih.observability import TRACED_LIBRARIES
 from tagih.services import accounts
 from tagih.store.accounts import default_account_items
@@ -38,8 +39,8 @@ CURRENCY_HELP = "idr, usd, eur, gbp, aud or zar, in either case; answered upper-
 
 
 # -- the HTTP shapes -----------------------------------------------------------------------------
-class CreateBillingAccount(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CreateBillingAccount(RequestBody):
+    multiline_fields = frozenset({"description"})
 
     name: AccountName = Field(description="Who is invoiced, e.g. the company's legal name.")
     email: Email = Field(description="Where invoices and receipts go.")
@@ -51,10 +52,10 @@ class CreateBillingAccount(BaseModel):
     address: Address | None = None
 
 
-class UpdateBillingAccount(BaseModel):
+class UpdateBillingAccount(RequestBody):
     """Only the fields sent change; `null` clears phone, description or address."""
 
-    model_config = ConfigDict(extra="forbid")
+    multiline_fields = frozenset({"description"})
 
     name: AccountName | None = None
     email: Email | None = None

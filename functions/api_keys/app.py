@@ -9,13 +9,14 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from tagih import clock
 from tagih.api.app import RoutePolicy, create_resolver
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.config import get_settings
 from tagih.domain.api_keys import ApiKey
+from tagih.domain.text import RequestBody
 from tagih.observability import TRACED_LIBRARIES
 from tagih.services import api_keys
 from tagih.store.api_keys import default_api_key_items
@@ -35,9 +36,7 @@ app = create_resolver(
 
 
 # -- the HTTP shapes (the domain keeps plain dataclasses: the authorizer imports it) ---------------
-class CreateApiKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CreateApiKey(RequestBody):
     name: str = Field(min_length=1, max_length=100, description="What the key is for, e.g. 'CI deploys'.")
     role: Literal["admin", "member"] = Field(default="admin", description="What the key may do.")
 

@@ -16,13 +16,14 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tagih import clock
 from tagih.api.app import create_resolver
 from tagih.api.invoice_view import InvoiceView
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.domain.invoices import InvoiceStatus
+from tagih.domain.text import RequestBody
 from tagih.invoices_pdf.storage import PDF_TYPE, default_pdf_cache
 from tagih.observability import TRACED_LIBRARIES
 from tagih.store.invoices import default_invoice_items
@@ -57,9 +58,7 @@ PAY_RESPONSES: dict[int, OpenAPIResponse] = {
 }
 
 
-class PayInvoice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PayInvoice(RequestBody):
     payment_method_id: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
         default=None, description="Default: the organization's default payment method."
     )

@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from tagih import clock
 from tagih.api.app import RoutePolicy, create_resolver
@@ -28,6 +28,7 @@ from tagih.domain.money import CurrencyCode
 from tagih.domain.subscriptions import (
     BillingCycle,
 )
+from tagih.domain.text import RequestBody
 from tagih.observability import TRACED_LIBRARIES
 from tagih.services import operators
 from tagih.wiring import default_billing
@@ -58,9 +59,7 @@ OPERATOR_RESPONSES: dict[int, OpenAPIResponse] = {
 # The same model as the subscriptions function's (a function ships only its own modules). The OpenAPI
 # build refuses two different schemas under one name, so the copies cannot drift apart unnoticed (and
 # no docstring here: it would become the schema's description).
-class ActivateEnterprise(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ActivateEnterprise(RequestBody):
     price_monthly: int = Field(
         ge=0, description="The agreed monthly price in the currency's unit; annual bills 12 times it."
     )
@@ -73,9 +72,7 @@ class ActivateEnterprise(BaseModel):
     )
 
 
-class SuspendOrganization(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SuspendOrganization(RequestBody):
     reason: str = Field(
         min_length=1, max_length=500, description="Why, for the record (not shown to customers)."
     )

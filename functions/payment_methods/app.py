@@ -14,13 +14,14 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from tagih import clock
 from tagih.api.app import create_resolver
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.domain.gateway_names import Bank, GatewayName, MethodType, WalletProvider
 from tagih.domain.payment_methods import NewPaymentMethod, PaymentMethod
+from tagih.domain.text import RequestBody
 from tagih.events.publisher import default_publisher
 from tagih.gateways.registry import default_gateways
 from tagih.observability import TRACED_LIBRARIES
@@ -38,9 +39,7 @@ TAGS = ["Payment methods"]
 Token = Annotated[str, Field(min_length=1, max_length=500)]
 
 
-class AddPaymentMethod(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AddPaymentMethod(RequestBody):
     type: MethodType
     token: Token | None = Field(
         default=None,

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from tagih import clock
 from tagih.api.app import create_resolver
@@ -18,6 +18,7 @@ from tagih.api.invoice_view import InvoiceView
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.api.subscription_view import SubscriptionAddonView
 from tagih.domain.subscriptions import MAX_ADDON_QUANTITY
+from tagih.domain.text import RequestBody
 from tagih.observability import TRACED_LIBRARIES
 from tagih.services import addons
 from tagih.wiring import default_billing
@@ -42,9 +43,7 @@ CHARGED_RESPONSES: dict[int, OpenAPIResponse] = {
 }
 
 
-class AttachAddon(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AttachAddon(RequestBody):
     addon_id: Annotated[str, Field(min_length=1, max_length=80)] | None = Field(
         default=None, description="The add-on's `id` (`addon_extra-members`); or give `addon`."
     )
@@ -60,9 +59,7 @@ class AttachAddon(BaseModel):
         return self
 
 
-class ChangeQuantity(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ChangeQuantity(RequestBody):
     quantity: Quantity
 
 

@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from tagih import clock
 from tagih.api.app import RoutePolicy, create_resolver
@@ -24,6 +24,7 @@ from tagih.domain.subscriptions import (
     ChangeKind,
     ScheduledChange,
 )
+from tagih.domain.text import RequestBody
 from tagih.observability import TRACED_LIBRARIES
 from tagih.services import plan_changes, subscriptions
 from tagih.wiring import default_billing
@@ -65,9 +66,7 @@ CHANGE_DESCRIPTION = (
 )
 
 
-class CreateSubscription(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CreateSubscription(RequestBody):
     plan: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
         default=None, description="A plan's slug; default: the cheapest paid active plan."
     )
@@ -77,9 +76,7 @@ class CreateSubscription(BaseModel):
     )
 
 
-class ChangePlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ChangePlan(RequestBody):
     plan: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="The new plan's slug.")
     billing_cycle: BillingCycle | None = Field(default=None, description="Default: the current cycle.")
     expected_version: int | None = Field(
@@ -89,9 +86,7 @@ class ChangePlan(BaseModel):
     )
 
 
-class PreviewPlanChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PreviewPlanChange(RequestBody):
     plan: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="The new plan's slug.")
     billing_cycle: BillingCycle | None = Field(default=None, description="Default: the current cycle.")
 

@@ -15,12 +15,13 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from tagih import clock
 from tagih.api.app import create_resolver
 from tagih.config import get_settings
 from tagih.domain.errors import InvalidField, RouteNotFound
+from tagih.domain.text import RequestBody
 from tagih.observability import TRACED_LIBRARIES
 from tagih.store import test_clocks
 
@@ -38,15 +39,11 @@ MAX_ADVANCE = timedelta(days=731)  # two years (and a leap day) per call
 NOT_ON_PROD: dict[int, OpenAPIResponse] = {404: {"description": "`route_not_found` on prod."}}
 
 
-class CreateTestClock(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CreateTestClock(RequestBody):
     frozen_time: AwareDatetime = Field(description='The organization\'s "now" from here on (RFC 3339).')
 
 
-class AdvanceTestClock(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AdvanceTestClock(RequestBody):
     to: AwareDatetime = Field(description="Later than `frozen_time`, at most two years ahead.")
 
 

@@ -10,10 +10,11 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tagih import clock
 from tagih.api.app import create_resolver
+from tagih.domain.text import RequestBody
 from tagih.domain.usage import (
     MAX_EVENTS,
     PERIOD_PATTERN,
@@ -52,9 +53,7 @@ Metric = Annotated[
 ]
 
 
-class ReportUsage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReportUsage(RequestBody):
     events: list[UsageEvent] = Field(min_length=1, max_length=MAX_EVENTS)
 
 

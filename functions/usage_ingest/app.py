@@ -22,10 +22,11 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tagih import clock
 from tagih.config import get_settings
+from tagih.domain.text import RequestBody
 from tagih.domain.usage import MAX_EVENTS, UsageEvent
 from tagih.events.publisher import default_publisher
 from tagih.observability import TRACED_LIBRARIES
@@ -38,10 +39,8 @@ tracer = Tracer(patch_modules=TRACED_LIBRARIES)
 metrics = Metrics()
 
 
-class UsageReport(BaseModel):
+class UsageReport(RequestBody):
     """The ``detail`` of a ``tagih.usage`` EventBridge event."""
-
-    model_config = ConfigDict(extra="forbid")
 
     organization_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
     events: list[UsageEvent] = Field(min_length=1, max_length=MAX_EVENTS)

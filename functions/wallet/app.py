@@ -16,12 +16,13 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from tagih import clock
 from tagih.api.app import create_resolver
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.domain.money import Currency
+from tagih.domain.text import RequestBody
 from tagih.domain.wallet import (
     PaymentInstructionsData,
     TransactionStatus,
@@ -49,9 +50,7 @@ MethodId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 # -- requests ------------------------------------------------------------------------------------------
-class TopUp(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TopUp(RequestBody):
     amount: Annotated[int, Field(strict=True, gt=0, le=10**12)] = Field(
         description="In the wallet's currency unit (IDR rupiah, others cents): IDR 10.000 to "
         "100.000.000, other currencies 100 to 10.000.000 cents.",
@@ -62,9 +61,7 @@ class TopUp(BaseModel):
     )
 
 
-class AutoRechargeSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AutoRechargeSettings(RequestBody):
     enabled: bool = Field(strict=True)
     threshold: Money = Field(description="A debit that leaves the balance under this starts one recharge.")
     amount: Money = Field(description="What each recharge adds; within the top-up bounds when enabled.")

@@ -13,12 +13,13 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from tagih import clock
 from tagih.api.app import RoutePolicy, create_resolver
 from tagih.api.pagination import DEFAULT_PAGE_SIZE, Page, PageNumber, PageSize, paginate
 from tagih.config import get_settings
+from tagih.domain.text import RequestBody
 from tagih.domain.webhook_urls import system_resolver
 from tagih.domain.webhooks import Delivery, DeliveryStatus, WebhookEndpoint
 from tagih.events.models import EventType
@@ -43,8 +44,8 @@ TAGS = ["Webhooks"]
 WebhookId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-class CreateWebhook(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CreateWebhook(RequestBody):
+    multiline_fields = frozenset({"description"})
 
     url: str = Field(
         min_length=1,

@@ -94,3 +94,91 @@ def test_json_with_brackets_inside_its_strings_is_not_counted_as_deep(catalog: N
     assert answer.status == 201, answer.raw
     assert answer.body["name"] == name
     assert json.loads(answer.raw)["email"] == "finance@example.co.id"
+
+
+# -- characters no name should carry (issue 16, item 3) ----------------------------------------------
+UNSAFE_TEXT = {
+    "NUL": "PT Maju\x00 Jaya",
+    "right-to-left override": "PT Maju \u202egpj.exe",
+    "first-strong isolate": "PT \u2068Maju",
+    "escape": "PT \x1b[31mMaju",
+    "lone surrogate": "PT Maju \ud800",
+    "newline in a name": "PT Maju\nJaya",
+}
+
+
+def _post_json(group: str, path: str, body: Any) -> Answer:
+    event = http_event("POST", path, route=path, body=body, authorizer=principal())
+    return Answer(load_function(group).lambda_handler(event, FakeLambdaContext()))
+
+
+@pytest.mark.parametrize("text", UNSAFE_TEXT.values(), ids=UNSAFE_TEXT.keys())
+@pytest.mark.parametrize(
+    ("group", "path", "body", "field"),
+    [
+        ("accounts", "/billing/accounts", {"name": "{}", "email": "ar@example.co.id"}, "name"),
+        (
+            "accounts",
+            "/billing/accounts",
+            {
+                "name": "PT Maju",
+                "email": "ar@example.co.id",
+                "address": {"country": "ID", "line1": "{}", "city": "Jakarta", "postal_code": "10110"},
+            },
+            "address.line1",
+        ),
+        (
+            "payment_methods",
+            "/billing/payment-methods",
+            {"type": "bank_transfer", "bank": "bca", "label": "{}"},
+            "label",
+        ),
+        (
+            "webhooks",
+            "/billing/webhooks",
+            {"url": "https://example.com/hooks", "events": ["*"], "description": "{}"},
+            "description",
+        ),
+        (
+            "usage",
+            "/billing/usage/events",
+            {"events": [{"id": "e1", "metric": "{}", "quantity": 1}]},
+            "events.0.metric",
+        ),
+    ],
+    ids=["account-name", "address-line", "method-label", "webhook-description", "usage-metric"],
+)
+def test_control_and_bidi_characters_are_422_naming_the_field(
+    catalog: None, group: str, path: str, body: dict[str, Any], field: str, text: str
+) -> None:
+    sent = json.loads(json.dumps(body).replace("{}", json.dumps(text)[1:-1]))
+    before = _items()
+
+    answer = _post_json(group, path, sent)
+
+    if field == "description" and "\n" in text:  # free text may span lines; nothing else gets in
+        assert answer.status != 422 or field not in answer.fields, answer.raw
+        return
+    assert answer.status == 422, answer.raw
+    assert answer.error_code == "validation_error"
+    assert field in answer.fields
+    assert _items() == before
+
+
+def test_a_description_may_span_lines_and_keeps_its_tabs(catalog: None) -> None:
+    answer = _post_json(
+        "accounts",
+        "/billing/accounts",
+        {"name": "PT Maju", "email": "ar@example.co.id", "description": "Divisi:\tKeuangan\nLantai 3"},
+    )
+
+    assert answer.status == 201, answer.raw
+    assert answer.body["description"] == "Divisi:\tKeuangan\nLantai 3"
+
+
+def test_names_in_other_scripts_and_with_emoji_are_kept(catalog: None) -> None:
+    name = "شركة ميزان — PT Maju 株式会社 ✅"
+    answer = _post_json("accounts", "/billing/accounts", {"name": name, "email": "ar@example.co.id"})
+
+    assert answer.status == 201, answer.raw
+    assert answer.body["name"] == name

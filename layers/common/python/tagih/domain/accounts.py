@@ -17,12 +17,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Protocol
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from tagih.domain.gateway_names import GatewayName
 from tagih.domain.money import Currency, upper_case
 from tagih.domain.plan_slugs import FREE_PLAN
+from tagih.domain.text import RequestBody
 
 if TYPE_CHECKING:
     from tagih.domain.gateway import Customer
@@ -87,9 +88,7 @@ Phone = Annotated[str, Field(max_length=50)]
 Description = Annotated[str, Field(max_length=200)]
 
 
-class Address(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Address(RequestBody):
     country: CountryCode
     line1: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
     line2: Annotated[str, Field(max_length=200)] | None = None

@@ -26,6 +26,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 
 from tagih.domain.catalog import GAUGE_METRICS, Features, Limits, OveragePrice
 from tagih.domain.money import round_half_up
+from tagih.domain.text import RequestBody
 from tagih.events.models import BillingEvent
 
 # The plan's metrics in the order API.md lists them.
@@ -65,7 +66,7 @@ def is_metric_name(name: str) -> bool:
 
 
 # -- what a product reports ---------------------------------------------------------------------------
-class UsageEvent(BaseModel):
+class UsageEvent(RequestBody):
     """One usage report. ``id`` is the product's own, unique per organization for 35 days."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
