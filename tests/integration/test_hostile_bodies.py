@@ -114,7 +114,7 @@ def _post_json(group: str, path: str, body: Any) -> Answer:
 
 @pytest.mark.parametrize("text", UNSAFE_TEXT.values(), ids=UNSAFE_TEXT.keys())
 @pytest.mark.parametrize(
-    ("group", "path", "body", "field"),
+    "case",
     [
         ("accounts", "/billing/accounts", {"name": "{}", "email": "ar@example.co.id"}, "name"),
         (
@@ -149,8 +149,9 @@ def _post_json(group: str, path: str, body: Any) -> Answer:
     ids=["account-name", "address-line", "method-label", "webhook-description", "usage-metric"],
 )
 def test_control_and_bidi_characters_are_422_naming_the_field(
-    catalog: None, group: str, path: str, body: dict[str, Any], field: str, text: str
+    catalog: None, case: tuple[str, str, dict[str, Any], str], text: str
 ) -> None:
+    group, path, body, field = case
     sent = json.loads(json.dumps(body).replace("{}", json.dumps(text)[1:-1]))
     before = _items()
 
