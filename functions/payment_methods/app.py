@@ -47,7 +47,9 @@ class AddPaymentMethod(RequestBody):
         "Midtrans card token (from Midtrans.js). Card numbers are never sent to Tagih.",
     )
     gateway_payment_method_id: Token | None = Field(
-        default=None, description="Instead of `token`: a reusable card reference the gateway already holds."
+        default=None,
+        description="Instead of `token`: a card reference Tagih verified for this organization (its "
+        "`pm_…` or `mtcard_…`); another organization's is 404 `payment_method_not_found`.",
     )
     gateway: GatewayName | None = Field(
         default=None, description="Default: Stripe for a `pm_…` token, Midtrans otherwise."
@@ -65,8 +67,8 @@ class PaymentMethodView(BaseModel):
     organization_id: str
     gateway: GatewayName
     gateway_payment_method_id: str = Field(
-        description="The gateway's reusable reference: Stripe `pm_…`, Midtrans `saved_token_id`, "
-        "`va:<bank>` or `ewallet:<provider>`."
+        description="The gateway's reference as display data: Stripe `pm_…`, `mtcard_<digest>` for a "
+        "Midtrans card (its saved token is never shown), `va:<bank>` or `ewallet:<provider>`."
     )
     type: MethodType
     brand: str | None
@@ -80,7 +82,8 @@ class PaymentMethodView(BaseModel):
     @classmethod
     def of(cls, method: PaymentMethod) -> PaymentMethodView:
         return cls(
-            **method.model_dump(exclude={"version", "created_at", "updated_at"}),
+            **method.model_dump(exclude={"version", "created_at", "updated_at", "gateway_payment_method_id"}),
+            gateway_payment_method_id=method.public_reference,
             created_at=method.created_at.replace(microsecond=0),  # the API's whole seconds
         )
 

@@ -152,3 +152,34 @@ def test_a_declined_card_is_402_with_the_reason_and_nothing_is_added(local_stack
         assert error["code"] == "payment_failed"
         assert error["details"][0]["reason"]
     assert local_stack.request("GET", METHODS, headers=owner).json()["total"] == 0
+
+
+def test_a_card_belongs_to_the_organization_that_saved_it(local_stack: LocalStack) -> None:
+    """Issue 16, item 1: org A's members saw its Midtrans saved token, and org B could attach it
+    (201) and top up against A's card. Now A sees a reference, and B gets 404 for the token."""
+    org_a, org_b = f"org_card_a_{uuid.uuid4().hex[:6]}", f"org_card_b_{uuid.uuid4().hex[:6]}"
+    added = local_stack.request(
+        "POST",
+        METHODS,
+        json={"type": "credit_card", "token": midtrans_js_token()},
+        headers=local_stack.headers(org_a),
+    )
+    assert added.status_code == 201, added.text
+    key = {"PK": {"S": f"ORG#{org_a}"}, "SK": {"S": f"PM#{added.json()['id']}"}}
+    item = local_stack.aws_client("dynamodb").get_item(TableName=local_stack.table_name(), Key=key)["Item"]
+    saved = item["gateway_payment_method_id"]["S"]  # learned somehow: it used to be shown to A's members
+    shown = local_stack.request("GET", METHODS, headers=local_stack.headers(org_a, role="member")).json()
+
+    assert shown["items"][0]["gateway_payment_method_id"].startswith("mtcard_")
+    assert saved not in json.dumps(shown)
+    for field, value in (
+        ("gateway_payment_method_id", saved),
+        ("token", saved),
+        ("gateway_payment_method_id", shown["items"][0]["gateway_payment_method_id"]),
+    ):
+        taken = local_stack.request(
+            "POST", METHODS, json={"type": "credit_card", field: value}, headers=local_stack.headers(org_b)
+        )
+        assert taken.status_code == 404, taken.text
+        assert taken.json()["error"]["code"] == "payment_method_not_found"
+    assert local_stack.request("GET", METHODS, headers=local_stack.headers(org_b)).json()["items"] == []

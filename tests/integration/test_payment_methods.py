@@ -248,6 +248,77 @@ def test_another_organizations_method_is_not_found(midtrans: MidtransFake) -> No
     assert [m["id"] for m in listed(OTHER_ORG)] == [theirs["id"]]
 
 
+# -- gateway references belong to one organization (issue 16, item 1) --------------------------------
+def saved_token_of(method_id: str, org: str = ORG) -> str:
+    item = (
+        boto3.resource("dynamodb")
+        .Table(TABLE_NAME)
+        .get_item(Key={"PK": f"ORG#{org}", "SK": f"PM#{method_id}"})
+    )
+    return str(item["Item"]["gateway_payment_method_id"])
+
+
+def test_members_see_a_midtrans_cards_reference_never_its_saved_token(midtrans: MidtransFake) -> None:
+    added = add({"type": "credit_card", "token": CARD_TOKEN}).body
+    saved = saved_token_of(added["id"])
+
+    [shown] = listed()
+
+    assert shown["gateway_payment_method_id"].startswith("mtcard_")
+    assert shown["gateway_payment_method_id"] == added["gateway_payment_method_id"]
+    assert saved not in json.dumps(listed()) + json.dumps(added)
+
+
+@pytest.mark.parametrize("field", ["gateway_payment_method_id", "token"])
+def test_another_organizations_saved_token_is_404_and_its_card_is_not_touched(
+    midtrans: MidtransFake, field: str
+) -> None:
+    # Org A's saved token, learned somehow (it used to be shown to A's members), offered by org B.
+    theirs = add({"type": "credit_card", "token": CARD_TOKEN}, org=OTHER_ORG).body
+    saved = saved_token_of(theirs["id"], OTHER_ORG)
+    charges_before = len(midtrans.charges)
+
+    answer = add({"type": "credit_card", field: saved})
+
+    assert answer.status == 404, answer.raw
+    assert answer.error_code == "payment_method_not_found"
+    assert saved not in answer.raw
+    assert listed() == []
+    assert len(midtrans.charges) == charges_before  # not even a verification on A's card
+
+
+def test_another_organizations_card_reference_is_404_and_ones_own_reattaches(midtrans: MidtransFake) -> None:
+    theirs = add({"type": "credit_card", "token": CARD_TOKEN}, org=OTHER_ORG).body
+    reference = theirs["gateway_payment_method_id"]
+
+    stolen = add({"type": "credit_card", "gateway_payment_method_id": reference})
+    assert (stolen.status, stolen.error_code) == (404, "payment_method_not_found")
+
+    # The owner deletes the card and adds it back by its reference: Tagih verified it for them.
+    assert call("DELETE", f"{METHODS}/{theirs['id']}", org=OTHER_ORG).status == 200
+    again = add({"type": "credit_card", "gateway_payment_method_id": reference}, org=OTHER_ORG)
+    assert again.status == 201, again.raw
+    assert again.body["last4"] == "1114"
+    assert again.body["gateway_payment_method_id"].startswith("mtcard_")  # Midtrans may save it anew
+
+
+def test_a_deleted_card_stays_its_organizations(midtrans: MidtransFake) -> None:
+    theirs = add({"type": "credit_card", "token": CARD_TOKEN}, org=OTHER_ORG).body
+    saved = saved_token_of(theirs["id"], OTHER_ORG)
+    assert call("DELETE", f"{METHODS}/{theirs['id']}", org=OTHER_ORG).status == 200
+
+    answer = add({"type": "credit_card", "gateway_payment_method_id": saved})
+
+    assert (answer.status, answer.error_code) == (404, "payment_method_not_found")
+
+
+def test_an_unknown_card_reference_is_404(midtrans: MidtransFake) -> None:
+    answer = add({"type": "credit_card", "gateway_payment_method_id": "mtcard_" + "0" * 64})
+
+    assert (answer.status, answer.error_code) == (404, "payment_method_not_found")
+    assert midtrans.charges == []
+
+
 # -- deleting -----------------------------------------------------------------------------------------
 def test_deleting_the_default_promotes_the_most_recently_added(midtrans: MidtransFake) -> None:
     first, second, third = (

@@ -17,7 +17,12 @@ from typing import Any
 
 import pytest
 
-from tagih.domain.errors import GatewayUnavailable, InvalidSignature, PaymentDeclined
+from tagih.domain.errors import (
+    GatewayReferenceNotFound,
+    GatewayUnavailable,
+    InvalidSignature,
+    PaymentDeclined,
+)
 from tagih.domain.gateway import AttachedMethod, AttachRequest, ChargeRequest, Customer
 from tagih.gateways.registry import Gateways
 from tagih.gateways.secrets import StripeKeys
@@ -198,18 +203,39 @@ def test_a_card_declined_when_attached_is_payment_declined_with_stripes_reason(
     assert localstripe.get("payment_methods", token)["customer"] is None
 
 
-def test_an_unknown_payment_method_is_declined_as_resource_missing(
+def test_an_unknown_payment_method_is_not_found_without_naming_it(
     gateway: StripeGateway, customer_id: str
 ) -> None:
     token = "pm_1NotAtStripe0000000"
-    with pytest.raises(PaymentDeclined) as declined:
+    with pytest.raises(GatewayReferenceNotFound) as refused:
         gateway.attach_method(
             AttachRequest(organization_id=ORG, type="credit_card", token=token, customer_id=customer_id)
         )
 
-    assert declined.value.decline_code == "resource_missing"
-    assert token not in str(declined.value)
-    assert token not in json.dumps(declined.value.details)
+    assert token not in str(refused.value)
+
+
+def test_another_customers_card_is_not_found_and_stays_theirs(
+    gateway: StripeGateway, localstripe: LocalStripe, customer_id: str
+) -> None:
+    # One Stripe account serves every organization: a pm_… of organization A's customer, offered
+    # by organization B, must not move to B's customer (localstripe would let it, as a bug would).
+    other = Customer(account_id="acct_2", organization_id="org_b", name="PT Lain", email="ar@lain.co.id")
+    other_customer = gateway.ensure_customer(other)
+    assert other_customer is not None
+    theirs = attach(gateway, localstripe, customer_id, VISA)
+
+    with pytest.raises(GatewayReferenceNotFound):
+        gateway.attach_method(
+            AttachRequest(
+                organization_id="org_b",
+                type="credit_card",
+                token=theirs.gateway_payment_method_id,
+                customer_id=other_customer,
+            )
+        )
+
+    assert localstripe.get("payment_methods", theirs.gateway_payment_method_id)["customer"] == customer_id
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,13 @@ class PaymentMethodNotFound(NotFound):
     default_message = "No such payment method."
 
 
+class GatewayReferenceNotFound(PaymentMethodNotFound):
+    """A card token or gateway reference Tagih did not verify for this organization: unknown, or
+    another organization's (the same answer for both, so neither is revealed)."""
+
+    default_message = "No payment method with that token or reference in this organization."
+
+
 class WebhookEndpointNotFound(NotFound):
     code = "webhook_endpoint_not_found"
     default_message = "No such webhook endpoint."

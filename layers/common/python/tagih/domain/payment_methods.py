@@ -16,6 +16,7 @@ nothing to charge.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,13 +24,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from tagih.domain.errors import InvalidField
+from tagih.domain.errors import GatewayReferenceNotFound, InvalidField
 from tagih.domain.gateway_names import MIDTRANS_CURRENCY, Bank, GatewayName, MethodType, WalletProvider
 
 if TYPE_CHECKING:
     from tagih.domain.gateway import AttachedMethod
 
 STRIPE_METHOD_PREFIX = "pm_"
+# What members see instead of a Midtrans saved_token_id, which charges the card for anyone holding
+# the merchant's server key (every organization's, on one Midtrans merchant): its digest.
+MIDTRANS_CARD_REFERENCE_PREFIX = "mtcard_"
 MIDTRANS_ONLY_TYPES: frozenset[MethodType] = frozenset({"bank_transfer", "e_wallet"})
 
 
@@ -64,6 +68,25 @@ class PaymentMethod(BaseModel):
             provider=self.provider,
         )
 
+    @property
+    def public_reference(self) -> str:
+        """The gateway reference as the API shows it: display data, never a chargeable token."""
+        if self.gateway == "midtrans" and self.type == "credit_card":
+            return MIDTRANS_CARD_REFERENCE_PREFIX + reference_digest(self.gateway_payment_method_id)
+        return self.gateway_payment_method_id
+
+    def binding(self) -> ReferenceBinding | None:
+        """A card's gateway reference belongs to this organization for good (after deletion too);
+        virtual accounts and e-wallets are channels anyone may use."""
+        if self.type != "credit_card":
+            return None
+        return ReferenceBinding(
+            gateway=self.gateway,
+            digest=reference_digest(self.gateway_payment_method_id),
+            organization_id=self.organization_id,
+            reference=self.gateway_payment_method_id,
+        )
+
     def event_data(self) -> dict[str, Any]:
         """What a billing event says of the method: display data, never the gateway's reference."""
         return self.model_dump(
@@ -96,6 +119,41 @@ class NewPaymentMethod:
 
 
 @dataclass(frozen=True)
+class ReferenceBinding:
+    """Which organization a card's gateway reference was verified for (keyed by its digest)."""
+
+    gateway: GatewayName
+    digest: str
+    organization_id: str
+    reference: str  # the gateway's own token: for charging, never shown
+
+
+def reference_digest(reference: str) -> str:
+    return hashlib.sha256(reference.encode()).hexdigest()
+
+
+def credential_digest(credential: str) -> str:
+    """The binding key a caller's credential names: a public reference carries its digest, any
+    other credential (a one-time token, a saved token, a ``pm_…``) is digested."""
+    if credential.startswith(MIDTRANS_CARD_REFERENCE_PREFIX):
+        return credential.removeprefix(MIDTRANS_CARD_REFERENCE_PREFIX)
+    return reference_digest(credential)
+
+
+def own_credential(credential: str, binding: ReferenceBinding | None, organization_id: str) -> str:
+    """The token to attach for ``credential``: refused (404, as any other organization's object)
+    when Tagih verified it for another organization, or when it is a public reference Tagih never
+    issued to this one; a public reference of this organization's own card names its token."""
+    if binding is not None and binding.organization_id != organization_id:
+        raise GatewayReferenceNotFound()
+    if credential.startswith(MIDTRANS_CARD_REFERENCE_PREFIX):
+        if binding is None:
+            raise GatewayReferenceNotFound()
+        return binding.reference
+    return credential
+
+
+@dataclass(frozen=True)
 class DefaultMethodPointer:
     payment_method_id: str
     version: int
@@ -110,14 +168,18 @@ class PaymentMethodStore(Protocol):
 
     def default_pointer(self, organization_id: str) -> DefaultMethodPointer | None: ...
 
+    def reference_binding(self, gateway: GatewayName, digest: str) -> ReferenceBinding | None: ...
+
     def insert(
         self,
         method: PaymentMethod,
         pointer: DefaultMethodPointer | None,
         previous_default: PaymentMethod | None,
     ) -> None:
-        """Write a new method; when it is the default, ``previous_default`` stops being it.
-        ``VersionConflict`` when the pointer or the previous default changed meanwhile."""
+        """Write a new method; when it is the default, ``previous_default`` stops being it; a card's
+        ``binding()`` is recorded in the same transaction. ``VersionConflict`` when the pointer or
+        the previous default changed meanwhile, ``GatewayReferenceNotFound`` when the card's
+        reference is bound to another organization."""
         ...
 
     def switch_default(

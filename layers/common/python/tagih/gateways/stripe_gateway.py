@@ -34,7 +34,12 @@ from typing import Any, Final, TypeVar
 import stripe
 
 from tagih.config import Settings, get_settings
-from tagih.domain.errors import GatewayUnavailable, InvalidSignature, PaymentDeclined
+from tagih.domain.errors import (
+    GatewayReferenceNotFound,
+    GatewayUnavailable,
+    InvalidSignature,
+    PaymentDeclined,
+)
 from tagih.domain.gateway import (
     AttachedMethod,
     AttachRequest,
@@ -110,6 +115,22 @@ def charge_idempotency_key(organization_id: str, reference: str) -> str:
 
 def customer_idempotency_key(account_id: str) -> str:
     return f"tagih-customer-{account_id}"
+
+
+def _attached_card(method: stripe.PaymentMethod) -> AttachedMethod:
+    card = method.card
+    if method.type != "card" or card is None:
+        raise PaymentDeclined(
+            "Only cards can be saved with Stripe.", gateway=GATEWAY, decline_code="unsupported_method"
+        )
+    # Stripe.js test ids (pm_card_visa) attach as a new PaymentMethod: keep the id Stripe answers.
+    return AttachedMethod(
+        gateway=GATEWAY,
+        gateway_payment_method_id=method.id,
+        type="credit_card",
+        brand=card.brand,
+        last4=card.last4,
+    )
 
 
 def _attach_idempotency_key(customer_id: str, payment_method: str) -> str:
@@ -329,6 +350,9 @@ class StripeGateway:
         customer_id = request.customer_id
         if not customer_id:
             raise ValueError("a Stripe card is attached to the account's customer: ensure_customer first")
+        existing = self._method_for_customer(token, customer_id)
+        if existing is not None:
+            return _attached_card(existing)
         key = _attach_idempotency_key(customer_id, token)
         try:
             method = self._request(
@@ -355,19 +379,34 @@ class StripeGateway:
                 gateway=GATEWAY,
                 decline_code=error.code,
             ) from None
-        card = method.card
-        if method.type != "card" or card is None:
-            raise PaymentDeclined(
-                "Only cards can be saved with Stripe.", gateway=GATEWAY, decline_code="unsupported_method"
+        return _attached_card(method)
+
+    def _method_for_customer(self, token: str, customer_id: str) -> stripe.PaymentMethod | None:
+        """The method when it is already this customer's, None when it is no customer's yet.
+
+        One Stripe account serves every organization, so a ``pm_…`` attached to another
+        organization's customer is refused as unknown (404, like any other organization's object)
+        rather than attached: attaching would move that organization's card here.
+        """
+        try:
+            method = self._request("retrieve method", lambda c: c.v1.payment_methods.retrieve(token))
+        except stripe.InvalidRequestError as error:
+            if error.code != "resource_missing":
+                raise PaymentDeclined(
+                    _without(error.user_message or "The payment method was refused.", token),
+                    gateway=GATEWAY,
+                    decline_code=error.code,
+                ) from None
+            raise GatewayReferenceNotFound() from None
+        owner = method.customer if isinstance(method.customer, str | None) else method.customer.id
+        if owner is None:
+            return None
+        if owner != customer_id:
+            logger.warning(
+                "a payment method of another Stripe customer was offered to customer %s", customer_id
             )
-        # Stripe.js test ids (pm_card_visa) attach as a new PaymentMethod: keep the id Stripe answers.
-        return AttachedMethod(
-            gateway=GATEWAY,
-            gateway_payment_method_id=method.id,
-            type="credit_card",
-            brand=card.brand,
-            last4=card.last4,
-        )
+            raise GatewayReferenceNotFound()
+        return method
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
         method = request.method

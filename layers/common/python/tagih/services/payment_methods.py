@@ -13,8 +13,10 @@ from tagih.domain.payment_methods import (
     NewPaymentMethod,
     PaymentMethod,
     PaymentMethodStore,
+    credential_digest,
     default_first,
     newest_first,
+    own_credential,
     resolve_gateway,
 )
 from tagih.events.models import EventPublisher, billing_event
@@ -23,6 +25,7 @@ from tagih.services.accounts import default_billing_account, ensure_gateway_cust
 
 if TYPE_CHECKING:
     from tagih.domain.gateway import GatewayDirectory
+    from tagih.domain.gateway_names import GatewayName
 
 
 # -- services ---------------------------------------------------------------------------------------
@@ -39,6 +42,7 @@ def add_payment_method(
     """Attach ``request`` at its gateway and keep the result; ``PaymentDeclined`` (402) when the
     gateway refuses the card, ``BillingAccountRequired`` (422) for Stripe without an account."""
     gateway_name = resolve_gateway(request)
+    credential = _own_credential(store, gateway_name, request, organization_id)
     # A Stripe card belongs to the default account's Stripe Customer (created there on first use).
     account = default_billing_account(accounts, organization_id) if gateway_name == "stripe" else None
     if gateway_name == "stripe" and account is None:
@@ -52,7 +56,7 @@ def add_payment_method(
         AttachRequest(
             organization_id=organization_id,
             type=request.type,
-            token=request.credential,
+            token=credential,
             customer_id=customer_id,
             bank=request.bank,
             provider=request.provider,
@@ -87,6 +91,17 @@ def add_payment_method(
         [billing_event("billing.payment_method.added", organization_id, method.event_data(), now)]
     )
     return method
+
+
+def _own_credential(
+    store: PaymentMethodStore, gateway: GatewayName, request: NewPaymentMethod, organization_id: str
+) -> str | None:
+    """The card token to attach, checked before the gateway sees it: a token Tagih verified for
+    another organization is refused without even an authorization on that organization's card."""
+    if request.type != "credit_card" or not request.credential:
+        return request.credential
+    digest = credential_digest(request.credential)
+    return own_credential(request.credential, store.reference_binding(gateway, digest), organization_id)
 
 
 def list_payment_methods(store: PaymentMethodStore, organization_id: str) -> list[PaymentMethod]:

@@ -1,6 +1,9 @@
 """Payment method items.
 
 - method ``ORG#<org>`` / ``PM#<id>``;
+- card binding ``GWREF#<gateway>#<sha256 of the reference>`` / ``GWREF`` ``{organization_id,
+  reference}``: the organization a card's saved token or ``pm_…`` was verified for, written with the
+  method and kept after it is deleted, so no other organization can attach that card;
 - default pointer ``ORG#<org>`` / ``DEFAULT#PM`` ``{payment_method_id, version}``: every add,
   delete and default switch bumps its version in the same transaction, so changes to the set of
   methods serialize and "exactly one default" holds after any interleaving;
@@ -14,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.conditions import Key
 
-from tagih.domain.errors import PaymentMethodInUse, PaymentMethodNotFound
-from tagih.domain.payment_methods import DefaultMethodPointer, PaymentMethod
+from tagih.domain.errors import GatewayReferenceNotFound, PaymentMethodInUse, PaymentMethodNotFound
+from tagih.domain.gateway_names import GatewayName
+from tagih.domain.payment_methods import DefaultMethodPointer, PaymentMethod, ReferenceBinding
 from tagih.store.accounts import not_paid_subscription_check
 from tagih.store.items import from_item, to_item
 from tagih.store.organizations import org_pk
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
 
 METHOD_PREFIX = "PM#"
 DEFAULT_METHOD_SK = "DEFAULT#PM"
+BINDING_PREFIX = "GWREF#"
 AT_VERSION = "#version = :seen"
 VERSION_NAME = {"#version": "version"}
 CONFLICT = "The organization's payment methods changed meanwhile; retry."
@@ -38,6 +43,11 @@ def method_key(organization_id: str, payment_method_id: str) -> dict[str, str]:
 
 def default_method_key(organization_id: str) -> dict[str, str]:
     return {"PK": org_pk(organization_id), "SK": DEFAULT_METHOD_SK}
+
+
+def binding_key(gateway: GatewayName, digest: str) -> dict[str, str]:
+    """Not under an organization: the item exists to tell which organization holds a card."""
+    return {"PK": f"{BINDING_PREFIX}{gateway}#{digest}", "SK": BINDING_PREFIX.rstrip("#")}
 
 
 def method_item(method: PaymentMethod) -> dict[str, Any]:
@@ -82,6 +92,33 @@ class PaymentMethodItems:
         return DefaultMethodPointer(
             payment_method_id=str(item["payment_method_id"]), version=int(str(item["version"]))
         )
+
+    def reference_binding(self, gateway: GatewayName, digest: str) -> ReferenceBinding | None:
+        item = self._table.get_item(Key=binding_key(gateway, digest), ConsistentRead=True).get("Item")
+        if item is None:
+            return None
+        return ReferenceBinding(
+            gateway=gateway,
+            digest=digest,
+            organization_id=str(item["organization_id"]),
+            reference=str(item["reference"]),
+        )
+
+    def _bind(self, binding: ReferenceBinding) -> dict[str, Any]:
+        """Record the card reference as this organization's, or fail when it is another's."""
+        return {
+            "Put": {
+                "TableName": self._name,
+                "Item": {
+                    **binding_key(binding.gateway, binding.digest),
+                    "entity": "gateway_reference",
+                    "organization_id": binding.organization_id,
+                    "reference": binding.reference,
+                },
+                "ConditionExpression": "attribute_not_exists(PK) OR organization_id = :org",
+                "ExpressionAttributeValues": {":org": binding.organization_id},
+            }
+        }
 
     # -- transaction parts --------------------------------------------------------------------------
     def _pointer_update(
@@ -145,7 +182,12 @@ class PaymentMethodItems:
             items.append(self._pointer_update(org, pointer, method.id if method.is_default else None))
             if method.is_default and previous_default is not None:
                 items.append(self._mark_default(previous_default, False))
-        transact(self._client, items, CONFLICT)
+        on_condition: dict[int, Exception] = {}
+        binding = method.binding()
+        if binding is not None:
+            on_condition[len(items)] = GatewayReferenceNotFound()
+            items.append(self._bind(binding))
+        transact(self._client, items, CONFLICT, on_condition)
 
     def switch_default(
         self,
