@@ -8,7 +8,14 @@ import re
 import pytest
 from pydantic import Field, ValidationError
 
-from tagih.domain.text import MULTILINE_PATTERN, SINGLE_LINE_PATTERN, RequestBody, refused_character
+from tagih.domain.text import (
+    MULTILINE_PATTERN,
+    NOT_BLANK,
+    NOT_BLANK_LINE_PATTERN,
+    SINGLE_LINE_PATTERN,
+    RequestBody,
+    refused_character,
+)
 
 
 class Note(RequestBody):
@@ -18,6 +25,7 @@ class Note(RequestBody):
     body: str | None = None
     tags: list[str] = Field(default_factory=list)
     kind: str = Field(default="a", pattern="^[a-z]$")
+    name: str = Field(default="x", pattern=NOT_BLANK)
 
 
 @pytest.mark.parametrize(
@@ -70,6 +78,10 @@ def test_the_schema_states_the_rule_on_plain_text_fields_only() -> None:
     assert properties["title"]["pattern"] == SINGLE_LINE_PATTERN
     assert [v.get("pattern") for v in properties["body"]["anyOf"]] == [MULTILINE_PATTERN, None]
     assert properties["kind"]["pattern"] == "^[a-z]$"  # its own, stricter one is kept
+    assert properties["name"]["pattern"] == NOT_BLANK_LINE_PATTERN  # visible and safe, in one pattern
+    assert re.fullmatch(NOT_BLANK_LINE_PATTERN, " PT Maju ")
+    assert not re.fullmatch(NOT_BLANK_LINE_PATTERN, "   ")
+    assert not re.fullmatch(NOT_BLANK_LINE_PATTERN, "PT\x00Maju")
     # the documented pattern and the check agree, as a client's validator would read it
     assert re.fullmatch(SINGLE_LINE_PATTERN, "PT Maju ✅")
     assert not re.fullmatch(SINGLE_LINE_PATTERN, "PT\u202eMaju")

@@ -26,6 +26,10 @@ _REFUSED_EVERYWHERE = r"\x00-\x08\x0B-\x1F\x7F-\x9F\u202A-\u202E\u2066-\u2069\uD
 _REFUSED_IN_ONE_LINE = r"\x00-\x1F\x7F-\x9F\u202A-\u202E\u2066-\u2069\uD800-\uDFFF"
 MULTILINE_PATTERN = f"^[^{_REFUSED_EVERYWHERE}]*$"
 SINGLE_LINE_PATTERN = f"^[^{_REFUSED_IN_ONE_LINE}]*$"
+# A field that must hold something visible validates with this search pattern; its schema states
+# it together with the refused characters (one JSON Schema ``pattern`` per string).
+NOT_BLANK = r"\S"
+NOT_BLANK_LINE_PATTERN = f"^[^{_REFUSED_IN_ONE_LINE}]*[^\\s{_REFUSED_IN_ONE_LINE}][^{_REFUSED_IN_ONE_LINE}]*$"
 _MULTILINE = re.compile(f"[{_REFUSED_EVERYWHERE}]")
 _SINGLE_LINE = re.compile(f"[{_REFUSED_IN_ONE_LINE}]")
 
@@ -79,7 +83,9 @@ class RequestBody(BaseModel):
         for name, prop in target.get("properties", {}).items():
             pattern = MULTILINE_PATTERN if name in cls.multiline_fields else SINGLE_LINE_PATTERN
             for variant in (prop, *prop.get("anyOf", ())):
-                if _is_free_text(variant):
+                if variant.get("type") == "string" and variant.get("pattern") == NOT_BLANK:
+                    variant["pattern"] = NOT_BLANK_LINE_PATTERN
+                elif _is_free_text(variant):
                     variant["pattern"] = pattern
         return schema
 
