@@ -49,7 +49,13 @@ app = create_resolver(
 )
 
 TAGS = ["Operators"]
-OrganizationId = Annotated[str, Path(min_length=1, max_length=64, description="The organization acted on.")]
+# The characters of an organization id (as usage ingestion checks them): anything else, such as a
+# percent-encoded `null%2Cnull` (Powertools reads the raw path), was taken as an organization and
+# given an Enterprise subscription.
+OrganizationId = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="The organization acted on."),
+]
 OPERATOR_RESPONSES: dict[int, OpenAPIResponse] = {
     403: {"description": "`forbidden`: the caller lacks the `billing:operator` scope."},
 }
@@ -61,15 +67,22 @@ OPERATOR_RESPONSES: dict[int, OpenAPIResponse] = {
 class ActivateEnterprise(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # strict: JSON `false` or `"0"` is not a price (lax int read `false` as an Enterprise at 0).
     price_monthly: int = Field(
-        ge=0, description="The agreed monthly price in the currency's unit; annual bills 12 times it."
+        ge=0,
+        strict=True,
+        description="The agreed monthly price in the currency's unit; annual bills 12 times it.",
     )
     currency: CurrencyCode = Field(description="idr, usd, eur, gbp, aud or zar, in either case.")
     billing_cycle: BillingCycle = "monthly"
     limits: Limits = Field(description="The agreed quotas; `null` = unlimited.")
     features: Features
     payment_terms_days: int = Field(
-        default=30, ge=0, le=365, description="Days the invoice gives to pay: its `due_date` is now + this."
+        default=30,
+        ge=0,
+        le=365,
+        strict=True,
+        description="Days the invoice gives to pay: its `due_date` is now + this.",
     )
 
 
