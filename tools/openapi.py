@@ -155,6 +155,11 @@ ERROR_RESPONSES: dict[str, tuple[str, str, dict[str, Any]]] = {
         ERROR_OR_GATEWAY,
     ),
 }
+# What every path id is made of: Tagih's ids (prefix, `_`, base62: tagih/ids.py), organization ids
+# (letters, digits, `_`, `-`, as usage ingestion checks them) and metric names. The code measures an
+# id's 64 characters on the raw, percent-encoded path (Powertools matches rawPath), so an id with any
+# other character is longer than it looks; stating the alphabet makes the documented limit the real one.
+PATH_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 SUCCESS_DESCRIPTION = "Successful Response"  # Powertools' words for a route that names no responses
 
 
@@ -225,7 +230,12 @@ def _kernel_responses(operation: dict[str, Any]) -> None:
 
 
 def _kernel_parameters(method: str, operation: dict[str, Any]) -> None:
-    """Every POST accepts Idempotency-Key (API.md): the kernel handles it, so no route declares it."""
+    """Every POST accepts Idempotency-Key (API.md): the kernel handles it, so no route declares it.
+    Every path id states its alphabet (``PATH_ID_PATTERN``) unless its route gave a pattern."""
+    for parameter in operation.get("parameters", []):
+        schema = parameter.get("schema", {})
+        if parameter.get("in") == "path" and schema.get("type") == "string" and "pattern" not in schema:
+            schema["pattern"] = PATH_ID_PATTERN
     if method != "post":
         return
     parameters: list[dict[str, Any]] = operation.setdefault("parameters", [])

@@ -43,7 +43,17 @@ CHARGED_RESPONSES: dict[int, OpenAPIResponse] = {
 
 
 class AttachAddon(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Exactly one of the two as a string (null counts as left out), stated for the schema as the
+    # validator below enforces it.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["addon_id"], "properties": {"addon_id": {"type": "string"}}},
+                {"required": ["addon"], "properties": {"addon": {"type": "string"}}},
+            ]
+        },
+    )
 
     addon_id: Annotated[str, Field(min_length=1, max_length=80)] | None = Field(
         default=None, description="The add-on's `id` (`addon_extra-members`); or give `addon`."
