@@ -4,6 +4,7 @@ documents the API.md error envelope on every operation."""
 from __future__ import annotations
 
 import difflib
+import json
 from typing import Any
 
 import pytest
@@ -128,3 +129,19 @@ def test_every_post_documents_the_idempotency_key(document: dict[str, Any]) -> N
         if method == "POST":
             names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "header"]
             assert "Idempotency-Key" in names, f"{method} {path}"
+
+
+def test_limits_the_code_enforces_are_stated(document: dict[str, Any]) -> None:
+    """What Schemathesis found the code refusing while the document allowed it."""
+    schemas = document["components"]["schemas"]
+    for method, path, operation in operations(document):
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "path":
+                schema = parameter["schema"]
+                where = f"{method} {path} {parameter['name']}: {schema}"
+                assert schema.get("pattern"), where
+                assert schema.get("maxLength") or "{0,62}" in schema["pattern"], where
+    assert schemas["UsageEvent"]["properties"]["metric"]["pattern"]
+    assert "null" not in json.dumps(schemas["UpdateBillingAccount"]["properties"]["currency"])
+    assert len(schemas["AttachAddon"]["oneOf"]) == 2
+    assert schemas["Address"]["properties"]["country"]["pattern"] == "^[A-Za-z]{2}$"
