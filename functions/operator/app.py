@@ -64,6 +64,19 @@ OPERATOR_RESPONSES: dict[int, OpenAPIResponse] = {
 # The same model as the subscriptions function's (a function ships only its own modules). The OpenAPI
 # build refuses two different schemas under one name, so the copies cannot drift apart unnoticed (and
 # no docstring here: it would become the schema's description).
+# A quota as a request states it: a JSON integer or null. Limits itself stays lax, since it also
+# reads the catalog's stored numbers; here `false` would have been a quota of 0.
+Quota = Annotated[int, Field(ge=0, strict=True)] | None
+
+
+class EnterpriseLimits(Limits):
+    members: Quota
+    applications: Quota
+    storage_bytes: Quota
+    api_calls: Quota
+    webhooks: Quota
+
+
 class ActivateEnterprise(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,7 +88,7 @@ class ActivateEnterprise(BaseModel):
     )
     currency: CurrencyCode = Field(description="idr, usd, eur, gbp, aud or zar, in either case.")
     billing_cycle: BillingCycle = "monthly"
-    limits: Limits = Field(description="The agreed quotas; `null` = unlimited.")
+    limits: EnterpriseLimits = Field(description="The agreed quotas; `null` = unlimited.")
     features: Features
     payment_terms_days: int = Field(
         default=30,
