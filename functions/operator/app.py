@@ -77,6 +77,11 @@ class EnterpriseLimits(Limits):
     webhooks: Quota
 
 
+class EnterpriseFeatures(Features):
+    # strict like the quotas: `0` or `"no"` is not a feature switch.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
 class ActivateEnterprise(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,7 +94,7 @@ class ActivateEnterprise(BaseModel):
     currency: CurrencyCode = Field(description="idr, usd, eur, gbp, aud or zar, in either case.")
     billing_cycle: BillingCycle = "monthly"
     limits: EnterpriseLimits = Field(description="The agreed quotas; `null` = unlimited.")
-    features: Features
+    features: EnterpriseFeatures
     payment_terms_days: int = Field(
         default=30,
         ge=0,

@@ -244,6 +244,7 @@ def test_an_organization_on_free_is_suspended_too_and_returns_to_free(
         ({**ENTERPRISE, "price_monthly": "5000000"}, "price_monthly"),
         ({**ENTERPRISE, "payment_terms_days": True}, "payment_terms_days"),
         ({**ENTERPRISE, "limits": {**LIMITS, "webhooks": False}}, "limits.webhooks"),
+        ({**ENTERPRISE, "features": {**FEATURES, "webhooks": 0}}, "features.webhooks"),
     ],
 )
 def test_enterprise_terms_are_validated(midtrans: MidtransFake, body: dict[str, Any], field: str) -> None:
