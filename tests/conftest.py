@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -146,3 +147,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"fault injection: {sum(n for _, n in counted)} (flow x boundary) cases in {len(counted)} flows, "
             "each recovered and reconciled"
         )
+    # Schemathesis (tests/e2e/test_schemathesis.py): its counts, whether the run passed or failed.
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "schemathesis" and report.when == "call":
+                    n = json.loads(str(value))
+                    terminalreporter.write_line(
+                        f"schemathesis: {n['operations']}/{n['operations_total']} operations covered, "
+                        f"{n['requests']} requests, {n['server_errors']} server errors, "
+                        f"{n['conformance_failures']} conformance failures in {n['seconds']}s"
+                        + (f" (failures by code: {n['failures']})" if n["failures"] else "")
+                    )

@@ -7,7 +7,11 @@
 Each function's routes, parameters and response models come from its Powertools resolver
 (``app.get_openapi_schema``); this module adds what is the same for every operation and lives in
 the kernel rather than in a route: the bearer + ``X-Organization-ID`` security of the authorizer,
-and the API.md error envelope for 400/401/403/404/409/413/422. Powertools' own 422 body
+the API.md error envelope for 400/401/403/404/409/413/422, and the answers API Gateway gives itself
+before or instead of a function (401 without an identity header, 413 over its payload limit, 429
+throttled, 503 when the function does not answer in time) with their ``{"message": …}`` body: an
+HTTP API has no gateway responses to customise (those are REST API only), so that body is what a
+client gets and is documented beside the envelope. Powertools' own 422 body
 (``HTTPValidationError``) is replaced, since the kernel answers validation errors in the API.md
 envelope. Output is deterministic (sorted keys, indent 2, trailing newline) so a stale file is
 a plain text difference.
@@ -76,6 +80,17 @@ ERROR_SCHEMAS: dict[str, Any] = {
             }
         },
     },
+    "GatewayMessage": {
+        "title": "GatewayMessage",
+        "description": "API Gateway's own answer, given without calling a function: "
+        '`{"message": "Unauthorized"}` (401: the `Authorization` or `X-Organization-ID` header is '
+        'missing), `{"message": "Request Entity Too Large"}` (413: over the gateway\'s payload limit), '
+        '`{"message": "Too Many Requests"}` (429: throttled), `{"message": "Service Unavailable"}` '
+        "(503: the function did not answer in time).",
+        "type": "object",
+        "required": ["message"],
+        "properties": {"message": {"type": "string", "examples": ["Unauthorized", "Too Many Requests"]}},
+    },
     "ErrorDetail": {
         "title": "ErrorDetail",
         "description": "For validation errors, one entry per offending field.",
@@ -89,6 +104,9 @@ ERROR_SCHEMAS: dict[str, Any] = {
 }
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
+GATEWAY_REF = {"$ref": "#/components/schemas/GatewayMessage"}
+# The kernel's envelope, or API Gateway's own body for the same status.
+ERROR_OR_GATEWAY = {"anyOf": [ERROR_REF, GATEWAY_REF]}
 POWERTOOLS_422 = "#/components/schemas/HTTPValidationError"  # Powertools' body, replaced by the kernel's
 IDEMPOTENCY_KEY: dict[str, Any] = {
     "name": "Idempotency-Key",
@@ -99,20 +117,50 @@ IDEMPOTENCY_KEY: dict[str, Any] = {
     "with another body is a 422 `idempotency_key_reused`, while the first runs a 409 `request_in_progress`.",
 }
 
-# status → (components/responses name, description); every operation references all of them.
-ERROR_RESPONSES: dict[str, tuple[str, str]] = {
-    "400": ("MalformedJson", "`malformed_json`: the body is not valid JSON."),
-    "401": ("Unauthenticated", "`unauthenticated`: no valid bearer token or API key."),
-    "403": ("Forbidden", "`forbidden` (role or scope) or `organization_suspended`."),
-    "404": ("NotFound", "`*_not_found`, also for another organization's objects."),
-    "409": ("Conflict", "A conflict such as `version_conflict` or `request_in_progress`."),
-    "413": ("PayloadTooLarge", "`payload_too_large`: the body exceeds the size limit."),
+# status → (components/responses name, description, body schema); every operation references all
+# of them (a route's own words for a status replace the description, never the body).
+ERROR_RESPONSES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "400": (
+        "BadRequest",
+        "`malformed_json`: the body is not valid JSON; `organization_required`: a JWT with several "
+        "memberships and no `X-Organization-ID`.",
+        ERROR_REF,
+    ),
+    "401": (
+        "Unauthenticated",
+        "`unauthenticated`: the bearer token or API key is not valid (the envelope); API Gateway's "
+        '`{"message": "Unauthorized"}` when `Authorization` or `X-Organization-ID` is missing.',
+        ERROR_OR_GATEWAY,
+    ),
+    "403": ("Forbidden", "`forbidden` (role or scope) or `organization_suspended`.", ERROR_REF),
+    "404": ("NotFound", "`*_not_found`, also for another organization's objects.", ERROR_REF),
+    "409": ("Conflict", "A conflict such as `version_conflict` or `request_in_progress`.", ERROR_REF),
+    "413": (
+        "PayloadTooLarge",
+        "`payload_too_large`: the body exceeds the function's size limit; API Gateway's "
+        '`{"message": "Request Entity Too Large"}` over its own.',
+        ERROR_OR_GATEWAY,
+    ),
     "422": (
         "ValidationError",
         "`validation_error` with `details` naming each field, or another "
         "refusal of the request's content such as `idempotency_key_reused`.",
+        ERROR_REF,
+    ),
+    "429": ("TooManyRequests", 'API Gateway\'s `{"message": "Too Many Requests"}`: throttled.', GATEWAY_REF),
+    "503": (
+        "ServiceUnavailable",
+        "`gateway_unavailable` or `service_unavailable` (try again); API Gateway's "
+        '`{"message": "Service Unavailable"}` when the function did not answer in time.',
+        ERROR_OR_GATEWAY,
     ),
 }
+# What every path id is made of: Tagih's ids (prefix, `_`, base62: tagih/ids.py), organization ids
+# (letters, digits, `_`, `-`, as usage ingestion checks them) and metric names. The code measures an
+# id's 64 characters on the raw, percent-encoded path (Powertools matches rawPath), so an id with any
+# other character is longer than it looks; stating the alphabet makes the documented limit the real one.
+PATH_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+SUCCESS_DESCRIPTION = "Successful Response"  # Powertools' words for a route that names no responses
 
 
 def project_version() -> str:
@@ -126,8 +174,19 @@ def function_document(function: Function) -> dict[str, Any]:
     app = getattr(module, "app", None)
     if app is None or not hasattr(app, "get_openapi_schema"):
         raise ValueError(f"{function.logical_id} has HttpApi routes but no Powertools resolver named app")
+    _document_success(app)
     schema = app.get_openapi_schema(title=TITLE, version=project_version(), openapi_version=OPENAPI_VERSION)
     return dict(json.loads(schema.model_dump_json(by_alias=True, exclude_none=True)))
+
+
+def _document_success(app: Any) -> None:
+    """A route that lists its own ``responses=`` (a 402, a 409 code) gets no success response from
+    Powertools, which adds the ``status_code`` answer only when ``responses`` is empty: add it, with
+    no ``content``, so Powertools fills it from the route's return annotation as for any other."""
+    for route in [*app._static_routes, *app._dynamic_routes]:
+        if route.responses and route.status_code not in route.responses:
+            success = {"description": route.response_description or SUCCESS_DESCRIPTION}
+            route.responses = {route.status_code: success, **route.responses}
 
 
 def _refs(node: Any) -> Iterable[str]:
@@ -162,15 +221,21 @@ def _kernel_responses(operation: dict[str, Any]) -> None:
     for status, response in responses.items():
         # A route may document its own error (a 409 code, a 402): keep its words, not its body.
         if status[0] in "45" and POWERTOOLS_422 not in json.dumps(response):
-            response["content"] = {"application/json": {"schema": ERROR_REF}}
-    for status, (name, _) in ERROR_RESPONSES.items():
+            shared = ERROR_RESPONSES.get(status)
+            response["content"] = {"application/json": {"schema": shared[2] if shared else ERROR_REF}}
+    for status, (name, _, _) in ERROR_RESPONSES.items():
         own = responses.get(status)
         if own is None or POWERTOOLS_422 in json.dumps(own):
             responses[status] = {"$ref": f"#/components/responses/{name}"}
 
 
 def _kernel_parameters(method: str, operation: dict[str, Any]) -> None:
-    """Every POST accepts Idempotency-Key (API.md): the kernel handles it, so no route declares it."""
+    """Every POST accepts Idempotency-Key (API.md): the kernel handles it, so no route declares it.
+    Every path id states its alphabet (``PATH_ID_PATTERN``) unless its route gave a pattern."""
+    for parameter in operation.get("parameters", []):
+        schema = parameter.get("schema", {})
+        if parameter.get("in") == "path" and schema.get("type") == "string" and "pattern" not in schema:
+            schema["pattern"] = PATH_ID_PATTERN
     if method != "post":
         return
     parameters: list[dict[str, Any]] = operation.setdefault("parameters", [])
@@ -219,8 +284,8 @@ def build_document(functions: list[Function] | None = None) -> dict[str, Any]:
         "components": {
             "securitySchemes": SECURITY_SCHEMES,
             "responses": {
-                name: {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
-                for name, description in ERROR_RESPONSES.values()
+                name: {"description": description, "content": {"application/json": {"schema": schema}}}
+                for name, description, schema in ERROR_RESPONSES.values()
             },
             "schemas": {**_reachable_schemas(paths, schemas), **ERROR_SCHEMAS},
         },

@@ -10,6 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from tagih import clock
 from tagih.api.app import create_resolver
@@ -57,11 +58,13 @@ class UpdateBillingAccount(RequestBody):
 
     multiline_fields = frozenset({"description"})
 
-    name: AccountName | None = None
-    email: Email | None = None
+    # name, email and currency may be left out but not cleared: null is refused (below), so the
+    # schema does not offer it (SkipJsonSchema), or a client reading it would send one.
+    name: AccountName | SkipJsonSchema[None] = None
+    email: Email | SkipJsonSchema[None] = None
     phone: Phone | None = None
     description: Description | None = None
-    currency: CurrencyCode | None = Field(default=None, description=CURRENCY_HELP)
+    currency: CurrencyCode | SkipJsonSchema[None] = Field(default=None, description=CURRENCY_HELP)
     address: Address | None = None
     expected_version: int | None = Field(
         default=None, ge=1, description="The version you read; a stale one answers 409 version_conflict."

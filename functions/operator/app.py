@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tagih import clock
 from tagih.api.app import RoutePolicy, create_resolver
@@ -50,7 +50,13 @@ app = create_resolver(
 )
 
 TAGS = ["Operators"]
-OrganizationId = Annotated[str, Path(min_length=1, max_length=64, description="The organization acted on.")]
+# The characters of an organization id (as usage ingestion checks them): anything else, such as a
+# percent-encoded `null%2Cnull` (Powertools reads the raw path), was taken as an organization and
+# given an Enterprise subscription.
+OrganizationId = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="The organization acted on."),
+]
 OPERATOR_RESPONSES: dict[int, OpenAPIResponse] = {
     403: {"description": "`forbidden`: the caller lacks the `billing:operator` scope."},
 }
@@ -59,16 +65,41 @@ OPERATOR_RESPONSES: dict[int, OpenAPIResponse] = {
 # The same model as the subscriptions function's (a function ships only its own modules). The OpenAPI
 # build refuses two different schemas under one name, so the copies cannot drift apart unnoticed (and
 # no docstring here: it would become the schema's description).
+# A quota as a request states it: a JSON integer or null. Limits itself stays lax, since it also
+# reads the catalog's stored numbers; here `false` would have been a quota of 0.
+Quota = Annotated[int, Field(ge=0, strict=True)] | None
+
+
+class EnterpriseLimits(Limits):
+    members: Quota
+    applications: Quota
+    storage_bytes: Quota
+    api_calls: Quota
+    webhooks: Quota
+
+
+class EnterpriseFeatures(Features):
+    # strict like the quotas: `0` or `"no"` is not a feature switch.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
 class ActivateEnterprise(RequestBody):
+    # strict: JSON `false` or `"0"` is not a price (lax int read `false` as an Enterprise at 0).
     price_monthly: int = Field(
-        ge=0, description="The agreed monthly price in the currency's unit; annual bills 12 times it."
+        ge=0,
+        strict=True,
+        description="The agreed monthly price in the currency's unit; annual bills 12 times it.",
     )
     currency: CurrencyCode = Field(description="idr, usd, eur, gbp, aud or zar, in either case.")
     billing_cycle: BillingCycle = "monthly"
-    limits: Limits = Field(description="The agreed quotas; `null` = unlimited.")
-    features: Features
+    limits: EnterpriseLimits = Field(description="The agreed quotas; `null` = unlimited.")
+    features: EnterpriseFeatures
     payment_terms_days: int = Field(
-        default=30, ge=0, le=365, description="Days the invoice gives to pay: its `due_date` is now + this."
+        default=30,
+        ge=0,
+        le=365,
+        strict=True,
+        description="Days the invoice gives to pay: its `due_date` is now + this.",
     )
 
 

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from tagih import clock
 from tagih.api.app import create_resolver
@@ -44,6 +44,18 @@ CHARGED_RESPONSES: dict[int, OpenAPIResponse] = {
 
 
 class AttachAddon(RequestBody):
+    # Exactly one of the two as a string (null counts as left out), stated for the schema as the
+    # validator below enforces it.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["addon_id"], "properties": {"addon_id": {"type": "string"}}},
+                {"required": ["addon"], "properties": {"addon": {"type": "string"}}},
+            ]
+        },
+    )
+
     addon_id: Annotated[str, Field(min_length=1, max_length=80)] | None = Field(
         default=None, description="The add-on's `id` (`addon_extra-members`); or give `addon`."
     )

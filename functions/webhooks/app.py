@@ -54,7 +54,11 @@ class CreateWebhook(RequestBody):
         examples=["https://example.com/tagih/webhooks"],
     )
     events: list[EventType | Literal["*"]] = Field(
-        min_length=1, max_length=20, description='Event types to receive, or `["*"]` for all.'
+        min_length=1,
+        max_length=20,
+        description='Event types to receive, or `["*"]` for all.',
+        # `*` only alone (tagih.domain.webhooks refuses it beside others), stated for the schema.
+        json_schema_extra={"if": {"contains": {"const": "*"}}, "then": {"maxItems": 1}},
     )
     description: Annotated[str, Field(max_length=200)] | None = None
 

@@ -239,6 +239,12 @@ def test_an_organization_on_free_is_suspended_too_and_returns_to_free(
         ({**ENTERPRISE, "currency": "jpy"}, "currency"),
         ({**ENTERPRISE, "price_monthly": -1}, "price_monthly"),
         ({**ENTERPRISE, "limits": {"members": 5}}, "limits.applications"),
+        # Schemathesis found `false` taken as a price of 0 (pydantic's lax int).
+        ({**ENTERPRISE, "price_monthly": False}, "price_monthly"),
+        ({**ENTERPRISE, "price_monthly": "5000000"}, "price_monthly"),
+        ({**ENTERPRISE, "payment_terms_days": True}, "payment_terms_days"),
+        ({**ENTERPRISE, "limits": {**LIMITS, "webhooks": False}}, "limits.webhooks"),
+        ({**ENTERPRISE, "features": {**FEATURES, "webhooks": 0}}, "features.webhooks"),
     ],
 )
 def test_enterprise_terms_are_validated(midtrans: MidtransFake, body: dict[str, Any], field: str) -> None:
@@ -248,3 +254,18 @@ def test_enterprise_terms_are_validated(midtrans: MidtransFake, body: dict[str, 
     assert answer.error_code == "validation_error"
     assert field in answer.fields
     assert items(TARGET, "") == []
+
+
+@pytest.mark.parametrize("org_id", ["null%2Cnull", "org%201", "caf%C3%A9"])
+def test_an_organization_id_outside_its_alphabet_is_refused_and_nothing_is_written(
+    midtrans: MidtransFake, org_id: str
+) -> None:
+    """Schemathesis found it: Powertools reads the raw path, so ``null%2Cnull`` reached the service
+    as an organization id and got an Enterprise subscription (and could be suspended)."""
+    for action, body in (("enterprise", ENTERPRISE), ("suspend", {"reason": "abuse"}), ("unsuspend", None)):
+        answer = operate(action, org_id, body=body)
+
+        assert answer.status == 422, answer.raw
+        assert "path.org_id" in answer.fields
+    found: list[dict[str, Any]] = boto3.resource("dynamodb").Table(TABLE_NAME).scan()["Items"]
+    assert [item["PK"] for item in found if str(item["PK"]).startswith("ORG#")] == []

@@ -478,3 +478,17 @@ def test_overage_is_whole_blocks_covering_exactly_the_excess(
     [line] = lines
     assert line.amount == line.quantity * line.unit_amount
     assert (line.quantity - 1) * per_units < used - quota <= line.quantity * per_units
+
+
+@pytest.mark.parametrize("timestamp", [0, 1767225600, 1.5, True])
+def test_a_usage_timestamp_is_rfc3339_text_not_a_number(timestamp: object) -> None:
+    """Schemathesis sent ``"timestamp": 0``: read as Unix seconds it became usage of 1970 (202,
+    rejected as too old) where API.md has RFC 3339 and the schema a date-time string (422)."""
+    with pytest.raises(ValidationError, match="RFC 3339"):
+        UsageEvent.model_validate(
+            {"id": "req_1", "metric": "api_calls", "quantity": 1, "timestamp": timestamp}
+        )
+    event = UsageEvent.model_validate(
+        {"id": "req_1", "metric": " API-Calls ", "quantity": 1, "timestamp": "2026-02-01T00:00:00Z"}
+    )
+    assert (event.metric, event.timestamp.year if event.timestamp else None) == ("api_calls", 2026)

@@ -17,13 +17,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Protocol
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from tagih.domain.gateway_names import GatewayName
 from tagih.domain.money import Currency, upper_case
 from tagih.domain.plan_slugs import FREE_PLAN
-from tagih.domain.text import RequestBody
+from tagih.domain.text import NOT_BLANK, RequestBody
 
 if TYPE_CHECKING:
     from tagih.domain.gateway import Customer
@@ -79,8 +79,19 @@ CountryCode = Annotated[
     BeforeValidator(upper_case),
     Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2, e.g. `ID`; either case."),
     AfterValidator(_country),
+    # Two letters for the schema; which pairs are assigned is `_country`'s list (an enum of 249
+    # codes would multiply the generated test cases of every account operation).
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^[A-Za-z]{2}$",
+            "description": "ISO 3166-1 alpha-2 (an assigned code), e.g. `ID`; either case.",
+        }
+    ),
 ]
-AccountName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_not_blank)]
+AccountName = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=NOT_BLANK), AfterValidator(_not_blank)
+]
 Email = Annotated[
     str, Field(min_length=3, max_length=150, json_schema_extra={"format": "email"}), AfterValidator(_email)
 ]
@@ -90,11 +101,13 @@ Description = Annotated[str, Field(max_length=200)]
 
 class Address(RequestBody):
     country: CountryCode
-    line1: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
+    line1: Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), AfterValidator(_not_blank)]
     line2: Annotated[str, Field(max_length=200)] | None = None
-    city: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_not_blank)]
+    city: Annotated[str, Field(min_length=1, max_length=100, pattern=NOT_BLANK), AfterValidator(_not_blank)]
     state: Annotated[str, Field(max_length=100)] | None = None
-    postal_code: Annotated[str, Field(min_length=1, max_length=20), AfterValidator(_not_blank)]
+    postal_code: Annotated[
+        str, Field(min_length=1, max_length=20, pattern=NOT_BLANK), AfterValidator(_not_blank)
+    ]
 
 
 class GatewayCustomerIds(BaseModel):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal, Protocol
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from tagih.domain.catalog import GAUGE_METRICS, Features, Limits, OveragePrice
 from tagih.domain.money import round_half_up
@@ -52,9 +52,26 @@ def _metric_name(value: object) -> object:
     return normalize_metric(value) if isinstance(value, str) else value
 
 
+# What a client may send: the stored name, in any case, `-` for `_`, spaces around (normalize_metric).
+# Stated for the schema by hand: pydantic drops a pattern that follows a BeforeValidator.
+METRIC_INPUT_PATTERN = r"^\s*[A-Za-z][A-Za-z0-9_-]{0,62}\s*$"
 MetricName = Annotated[
-    str, BeforeValidator(_metric_name), Field(pattern=METRIC_PATTERN, examples=["api_calls"])
+    str,
+    BeforeValidator(_metric_name),
+    Field(pattern=METRIC_PATTERN, examples=["api_calls"]),
+    WithJsonSchema({"type": "string", "pattern": METRIC_INPUT_PATTERN, "examples": ["api_calls"]}),
 ]
+
+
+def _rfc3339_text(value: object) -> object:
+    """Only RFC 3339 text is a timestamp (API.md): pydantic would also read a number as Unix seconds,
+    so ``0`` was counted as usage of 1970 (refused as too old) instead of being a 422."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError("Must be an RFC 3339 timestamp string, e.g. 2026-02-01T00:00:00Z.")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 
 
 def is_gauge(metric: str) -> bool:
@@ -74,7 +91,7 @@ class UsageEvent(RequestBody):
     id: str = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", examples=["req_81f3a2"])
     metric: MetricName
     quantity: int = Field(ge=0, le=MAX_QUANTITY, strict=True)
-    timestamp: AwareDatetime | None = Field(default=None, description="When it happened; default: now.")
+    timestamp: Timestamp | None = Field(default=None, description="When it happened; default: now.")
     action: Literal["increment", "set"] | None = Field(
         default=None,
         description="`increment` for counted metrics, `set` for gauges (members, applications, "
