@@ -22,16 +22,20 @@ from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler, ValidationInfo
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-_REFUSED_EVERYWHERE = r"\x00-\x08\x0B-\x1F\x7F-\x9F\u202A-\u202E\u2066-\u2069\uD800-\uDFFF"
-_REFUSED_IN_ONE_LINE = r"\x00-\x1F\x7F-\x9F\u202A-\u202E\u2066-\u2069\uD800-\uDFFF"
+# The documented patterns leave lone surrogates out: they are no Unicode scalar value, so no
+# pattern engine but Python's (and ECMAScript's) can name them, and no valid UTF-8 text holds one;
+# only a JSON escape (\ud800) can, and the check below refuses it.
+_REFUSED_EVERYWHERE = r"\x00-\x08\x0B-\x1F\x7F-\x9F\u202A-\u202E\u2066-\u2069"
+_REFUSED_IN_ONE_LINE = r"\x00-\x1F\x7F-\x9F\u202A-\u202E\u2066-\u2069"
+_SURROGATES = r"\uD800-\uDFFF"
 MULTILINE_PATTERN = f"^[^{_REFUSED_EVERYWHERE}]*$"
 SINGLE_LINE_PATTERN = f"^[^{_REFUSED_IN_ONE_LINE}]*$"
 # A field that must hold something visible validates with this search pattern; its schema states
 # it together with the refused characters (one JSON Schema ``pattern`` per string).
 NOT_BLANK = r"\S"
 NOT_BLANK_LINE_PATTERN = f"^[^{_REFUSED_IN_ONE_LINE}]*[^\\s{_REFUSED_IN_ONE_LINE}][^{_REFUSED_IN_ONE_LINE}]*$"
-_MULTILINE = re.compile(f"[{_REFUSED_EVERYWHERE}]")
-_SINGLE_LINE = re.compile(f"[{_REFUSED_IN_ONE_LINE}]")
+_MULTILINE = re.compile(f"[{_REFUSED_EVERYWHERE}{_SURROGATES}]")
+_SINGLE_LINE = re.compile(f"[{_REFUSED_IN_ONE_LINE}{_SURROGATES}]")
 
 
 def refused_character(value: str, *, multiline: bool = False) -> str | None:
