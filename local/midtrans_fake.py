@@ -502,6 +502,7 @@ def _transaction_details(payload: dict[str, Any]) -> tuple[str, int]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # a burst at the front becomes a burst of charges here (http_front)
 
     def __init__(
         self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: MidtransFake
