@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from local.model import StackModel
@@ -34,28 +35,30 @@ def _parameter_sources(template: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+TIMER_VARIABLES = ("TRIAL_DURATION", "GRACE_DURATION", "DUNNING_SCHEDULE")
+SHARED_LAYER = Path(__file__).resolve().parents[1] / "layers" / "common" / "python"
+
+
 def check_timer_parameters(template: Mapping[str, Any], model: StackModel) -> None:
-    # The rule lives in the shared layer, which only the workers have on their path: put the
-    # layers the template names there too (imported here, once the template said where they are).
-    for layer in sorted({str(d) for spec in model.functions.values() for d in spec.layer_dirs}):
-        if layer not in sys.path:
-            sys.path.append(layer)
+    readers = [spec for spec in model.functions.values() if set(TIMER_VARIABLES) & set(spec.environment)]
+    if not readers:  # a template whose functions read no timer setting (the tests' small ones)
+        return
+    # The rule lives in the shared layer, which only the workers have on their path: put it here
+    # too (imported here, once we know some function reads a timer setting).
+    if str(SHARED_LAYER) not in sys.path:
+        sys.path.append(str(SHARED_LAYER))
     from tagih.config import TIMER_SETTINGS, check_timer_setting, env_name
 
     sources = _parameter_sources(template)
     for field in TIMER_SETTINGS:
         env = env_name(field)
-        readers = {
-            spec.logical_id: spec.environment[env]
-            for spec in model.functions.values()
-            if env in spec.environment
-        }
-        for value in sorted(set(readers.values())):
+        values = {spec.logical_id: spec.environment[env] for spec in readers if env in spec.environment}
+        for value in sorted(set(values.values())):
             try:
                 check_timer_setting(field, value)
             except ValueError as error:
                 parameter = sources.get(env, env)
-                functions = sorted(f for f, v in readers.items() if v == value)
+                functions = sorted(f for f, v in values.items() if v == value)
                 raise ParameterError(
                     f"parameter {parameter} is refused: {error}"
                     f" (in the environment of {len(functions)} functions, e.g. {functions[0]})"
