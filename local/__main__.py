@@ -11,6 +11,7 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
+from local.parameters import ParameterError
 from local.stack import REPO_ROOT, LocalStack, log
 
 
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted while starting")
         stack.stop()
         return 0
+    except ParameterError as error:  # the developer's to fix: the message says it all
+        log(f"startup failed: {error}")
+        stack.stop()
+        return 1
     except Exception as error:
         traceback.print_exc()
         log(f"startup failed: {error}")

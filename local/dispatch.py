@@ -123,6 +123,14 @@ def scheduled_event(rule_arn: str, now: datetime | None = None) -> dict[str, Any
     }
 
 
+def execution_name(rule: Rule, event: Mapping[str, Any]) -> str:
+    """A unique name for the execution a rule's event starts. EventBridge names it itself; moto keeps
+    a missing name as ``None``, so every start after the first collided (ExecutionAlreadyExists) and
+    a schedule fired once per stack. The event's id makes it unique per firing and traceable."""
+    event_id = str(event.get("id") or uuid.uuid4())
+    return _QUEUE_NAME_UNSAFE.sub("-", f"{rule.logical_id[:40]}-{event_id}")[:80]
+
+
 def _queue_name(prefix: str, suffix: str) -> str:
     return (prefix + _QUEUE_NAME_UNSAFE.sub("-", suffix))[:80]
 
@@ -373,9 +381,10 @@ class Dispatcher:
     # ------------------------------------------------------------------ delivery
 
     def _deliver_all(self, rule: Rule, targets: tuple[Target, ...], event: dict[str, Any]) -> None:
+        name = execution_name(rule, event)
         for target in targets:
             payload = target_payload(target, event)
-            self._jobs.put(partial(self._deliver, rule, target, payload))
+            self._jobs.put(partial(self._deliver, rule, target, payload, name))
 
     def _work(self) -> None:
         while True:
@@ -387,12 +396,14 @@ class Dispatcher:
             except Exception:
                 log.exception("delivery failed")
 
-    def _deliver(self, rule: Rule, target: Target, payload: Any) -> None:
+    def _deliver(self, rule: Rule, target: Target, payload: Any, name: str) -> None:
         match target.kind:
             case "lambda":
                 self._invoke_async(rule, target.ref, payload)
             case "stepfunctions":
-                execution = self._sfn.start_execution(stateMachineArn=target.arn, input=json.dumps(payload))
+                execution = self._sfn.start_execution(
+                    stateMachineArn=target.arn, name=name, input=json.dumps(payload)
+                )
                 log.info("rule %s started %s", rule.name, execution["executionArn"])
             case "sqs":
                 queue_url = self._model.queues[target.ref].url if target.ref in self._model.queues else None

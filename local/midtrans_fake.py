@@ -12,9 +12,12 @@ included), ``settle``/``expire``/``notify`` below.
 
 Card tokens (API.md "The local stack"): a token containing ``decline`` is denied; ``hang`` holds the
 request until the fake stops (far beyond any client timeout) and records nothing; ``3ds`` asks for
-3-D Secure (pending with a ``redirect_url``); any other is accepted. Bank transfers and e-wallets stay
-``pending`` until ``settle``. A reused order_id is refused with 406 (Snap: 400 "sudah digunakan")
-and charges nothing.
+3-D Secure (pending with a ``redirect_url``); ``insufficient_funds`` is a card without the money:
+its authorisation (Tagih's verification, which saves it) is approved, and the saved token minted
+for it carries the trait, so every charge with it is denied like a real insufficient-funds decline
+(code 51), which is how dunning is shown without editing the table; any other is accepted. Bank
+transfers and e-wallets stay ``pending`` until ``settle``. A reused order_id is refused with 406
+(Snap: 400 "sudah digunakan") and charges nothing.
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ _PUBLIC_FIELDS = (
     "saved_token_id_expired_at",
 )
 _SAVED_TOKEN = re.compile(r"^(\d{6})[A-Za-z0-9]+(\d{4})$")
+# A card without the money: the one-time token names it, its saved token (letters and digits only,
+# like Midtrans's) keeps it.
+NO_FUNDS_TOKEN, NO_FUNDS_SAVED = "insufficient_funds", "insufficientfunds"
 
 
 def wib(moment: datetime) -> str:
@@ -397,6 +403,14 @@ class MidtransFake:
                 channel_response_message="Do not honour",
             )
             return "Deny by Bank [BNI] with code [05] and message [Do not honour]"
+        no_funds = NO_FUNDS_TOKEN in token or NO_FUNDS_SAVED in token
+        if no_funds and card.get("type") != "authorize":
+            record.update(
+                transaction_status="deny",
+                channel_response_code="51",
+                channel_response_message="Insufficient funds",
+            )
+            return "Deny by Bank [BNI] with code [51] and message [Insufficient funds]"
         if "3ds" in token:
             record.update(
                 transaction_status="pending",
@@ -410,8 +424,10 @@ class MidtransFake:
             channel_response_message="Approved",
         )
         if card.get("save_token_id"):
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            middle = f"{NO_FUNDS_SAVED}{digest[:12]}" if no_funds else digest[:22]
             record.update(
-                saved_token_id=f"{bin_}{hashlib.sha256(token.encode()).hexdigest()[:22]}{last4}",
+                saved_token_id=f"{bin_}{middle}{last4}",
                 saved_token_id_expired_at=wib(datetime.now(UTC) + timedelta(days=365 * 3)),
             )
         return "Success, Credit Card transaction is successful"
@@ -502,6 +518,7 @@ def _transaction_details(payload: dict[str, Any]) -> tuple[str, int]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # a burst at the front becomes a burst of charges here (http_front)
 
     def __init__(
         self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: MidtransFake

@@ -26,6 +26,7 @@ from local.cfn_yaml import load_template
 from local.http_front import FrontServer, FrontState
 from local.midtrans_fake import MidtransFake
 from local.model import StackModel
+from local.parameters import check_timer_parameters
 from local.resources import LOCAL_SECRET_VALUES, create_resources, run_custom_resources
 from local.template import build_model
 from local.workers import Invoker
@@ -93,10 +94,12 @@ class LocalStack:
         from local.statemachines import create_state_machines
 
         # The template first: an unsupported type or intrinsic stops us before anything starts.
-        declared = load_template(self.template_path).get("Parameters") or {}
+        template = load_template(self.template_path)
+        declared = template.get("Parameters") or {}
         overrides = {k: v for k, v in local_parameters(self.port).items() if k in declared}
         overrides.update(self.parameter_overrides)  # the developer's, as sam deploy takes them
         model = build_model(self.template_path, overrides)
+        check_timer_parameters(template, model)  # what every timer would trip on, said now
         self.model = model
         for spec in model.functions.values():
             module = spec.handler.rpartition(".")[0].replace(".", "/")

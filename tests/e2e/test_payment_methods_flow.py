@@ -183,3 +183,32 @@ def test_a_card_belongs_to_the_organization_that_saved_it(local_stack: LocalStac
         assert taken.status_code == 404, taken.text
         assert taken.json()["error"]["code"] == "payment_method_not_found"
     assert local_stack.request("GET", METHODS, headers=local_stack.headers(org_b)).json()["items"] == []
+
+
+def test_a_card_without_funds_is_saved_and_then_every_charge_of_it_is_declined(
+    local_stack: LocalStack,
+) -> None:
+    """Issue 16 item 7: the Midtrans fake had no card that saves and then declines; dunning could
+    only be shown by editing the stored token."""
+    org = f"org_pm_{uuid.uuid4().hex[:8]}"
+    owner = local_stack.headers(org, "owner")
+    token = f"481111-insufficient_funds-{uuid.uuid4().hex[:8]}-1114"
+
+    added = local_stack.request("POST", METHODS, headers=owner, json={"type": "credit_card", "token": token})
+    assert added.status_code == 201, added.text
+    method = added.json()
+    assert (method["type"], method["last4"]) == ("credit_card", "1114")
+
+    for _ in range(2):  # the same saved card, charged again: declined again
+        top_up = local_stack.request(
+            "POST",
+            "/billing/wallet/top-up",
+            headers=owner,
+            json={"amount": 100_000, "payment_method_id": method["id"]},
+        )
+        assert top_up.status_code == 402, top_up.text
+        error = top_up.json()["error"]
+        assert error["code"] == "payment_failed"
+        assert "Insufficient funds" in json.dumps(error["details"])
+    balance = local_stack.request("GET", "/billing/wallet", headers=owner).json()
+    assert balance["balance"] == 0

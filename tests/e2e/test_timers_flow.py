@@ -8,6 +8,10 @@ Outcomes are observed over HTTP (``GET /billing/subscription``, ``/billing/invoi
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,7 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import LocalStack, eventually
+from tests.e2e.conftest import LocalStack, eventually, free_port
+from tests.fakes.lambda_runtime import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +30,13 @@ pytestmark = pytest.mark.e2e
 TRIAL_SECONDS = 8
 DEADLINE_SECONDS = 90.0
 CARD_TOKEN = "481111-1114-one-time-7d1b"
-DECLINING = "481111-decline-saved-1114"
+
+
+def no_funds_card() -> str:
+    """A one-time token the Midtrans fake verifies and saves, then declines every charge of."""
+    return f"481111-insufficient_funds-{uuid.uuid4().hex[:8]}-1114"
+
+
 PRO_WITH_PPN = 331_890
 
 
@@ -64,10 +75,32 @@ class Org:
         return [e["detail-type"] for e in items if e["detail"]["organization_id"] == self.id]
 
     def card(self, token: str = CARD_TOKEN) -> str:
-        method = self.call("POST", "/billing/payment-methods", {"type": "credit_card", "token": CARD_TOKEN})
-        if token != CARD_TOKEN:
-            self.stack.set_saved_card_token(self.id, method["id"], token)
+        method = self.call("POST", "/billing/payment-methods", {"type": "credit_card", "token": token})
         return str(method["id"])
+
+
+def test_a_non_increasing_dunning_schedule_stops_the_stack_from_starting_naming_the_parameter() -> None:
+    """Issue 16 item 7: ``PT15S,PT15S`` matches the template's pattern; the stack started fine and
+    every trial end then failed with a ``ValueError``."""
+    args = ["--port", str(free_port()), "--parameter-overrides", "DunningSchedule=PT15S,PT15S"]
+    started = subprocess.Popen(
+        [sys.executable, "-m", "local", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a stack that did start is stopped whole (its fakes too)
+    )
+    try:
+        _, stderr = started.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(started.pid, signal.SIGKILL)
+        started.communicate()
+        pytest.fail("the stack started with DunningSchedule=PT15S,PT15S")
+
+    assert started.returncode != 0
+    assert "parameter DunningSchedule is refused" in stderr
+    assert "delay 2 (PT15S) is not after delay 1 (PT15S)" in stderr
 
 
 def test_a_trial_ends_on_its_timer_and_the_card_is_charged(stack: LocalStack) -> None:
@@ -114,7 +147,9 @@ def test_a_cancelled_trial_ends_in_free_when_its_grace_ends(stack: LocalStack) -
 
 def test_a_failing_card_is_dunned_until_uncollectible_and_the_org_is_on_free(stack: LocalStack) -> None:
     org = Org(stack)
-    org.call("POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": org.card(DECLINING)})
+    org.call(
+        "POST", "/billing/subscriptions", {"plan": "pro", "payment_method_id": org.card(no_funds_card())}
+    )
 
     eventually(
         lambda: "billing.subscription.cancelled" in org.events(),
@@ -168,6 +203,24 @@ def test_the_hourly_sweep_renews_a_subscription_whose_period_ended(stack: LocalS
     assert (cycle["status"], cycle["total"]) == ("paid", PRO_WITH_PPN)
     now_sub = org.subscription()
     assert (now_sub["status"], now_sub["current_period_start"]) == ("active", cycle["period_start"])
+    renewed = eventually(
+        lambda: (
+            org.events()[-3:]
+            == ["billing.invoice.created", "billing.invoice.paid", "billing.subscription.updated"]
+        ),
+        "the renewal published as docs/events.md lists it",
+    )
+    assert renewed
+    assert org.events().count("billing.subscription.updated") == 1
+
+    # The schedule fires again (the next hour): the sweep runs, finds nothing due, renews nothing.
+    sweeps = stack.logs().count('"message":"due renewals"')
+    fired = stack.request("POST", "/_local/rules/tagih-local-RenewalStateMachineHourlySweep/fire")
+    assert fired.status_code in (200, 202), fired.text
+    eventually(lambda: stack.logs().count('"message":"due renewals"') > sweeps, "a second sweep ran")
+    assert "ExecutionAlreadyExists" not in stack.logs()
+    assert len(org.invoices()) == 2
+    assert org.events().count("billing.subscription.updated") == 1
 
 
 def test_a_trial_end_killed_after_the_capture_is_finished_by_its_retry_with_one_charge(

@@ -121,7 +121,11 @@ def test_one_organizations_year(local_stack: LocalStack) -> None:
     assert amounts(renewal) == ([(PRO, False)], PRO, PRO_TAX, PRO + PRO_TAX)
     assert (renewal["status"], renewal["billing_reason"]) == ("paid", "subscription_cycle")
     assert org.call("GET", "/billing/subscription")["plan"] == "pro"
-    assert org.new_events() == ["billing.invoice.created", "billing.invoice.paid"]
+    assert org.new_events() == [
+        "billing.invoice.created",
+        "billing.invoice.paid",
+        "billing.subscription.updated",  # renewed: in its new period (docs/events.md)
+    ]
 
     # March 19: the card declines the renewal; the first retry fails too, the second pays.
     good = local_stack.set_saved_card_token(org.id, card["id"], DECLINING)
@@ -164,7 +168,11 @@ def test_one_organizations_year(local_stack: LocalStack) -> None:
     assert org.new_events() == ["billing.subscription.updated", "billing.subscription.updated"]
     assert org.advance("2026-04-19T00:00:00Z") == [("renew", "2026-04-19T00:00:00Z")]
     assert amounts(org.invoices()[-1]) == ([(PRO, False)], PRO, PRO_TAX, PRO + PRO_TAX)
-    assert org.new_events() == ["billing.invoice.created", "billing.invoice.paid"]
+    assert org.new_events() == [
+        "billing.invoice.created",
+        "billing.invoice.paid",
+        "billing.subscription.updated",  # renewed: in its new period (docs/events.md)
+    ]
 
     # May: cancelled for good; when the paid period ends the organization is on Free.
     assert org.advance("2026-05-01T00:00:00Z") == []

@@ -6,6 +6,7 @@ last one repeats), optionally redirecting, and records what it was sent. Tests p
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -208,3 +209,56 @@ def running_receiver(statuses: Sequence[int] = (200,), redirect_to: str | None =
         receiver.server.shutdown()
         receiver.server.server_close()
         thread.join()
+
+
+class DrippingReceiver:
+    """A receiver on 127.0.0.1 that reads the POST, then sends a complete 200 answer one byte every
+    ``interval`` seconds: each read gets a byte well within any per-read timeout, but the whole
+    answer takes ``len(answer) * interval`` seconds. It notes how far it got before the client left."""
+
+    def __init__(self, answer_bytes: int = 200, interval: float = 0.05) -> None:
+        body = b"x" * max(0, answer_bytes - 64)
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        self.answer = head + body
+        self.interval = interval
+        self.sent = 0
+        self.disconnected = threading.Event()  # the client closed before the last byte
+        self.finished = threading.Event()  # the last byte went out
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hooks/tagih"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._stop = threading.Event()
+
+    @property
+    def seconds_to_answer(self) -> float:
+        return len(self.answer) * self.interval
+
+    def _serve(self) -> None:
+        self._listener.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)  # the request (headers and the small signed body)
+                for byte in self.answer:
+                    if self._stop.wait(self.interval):
+                        return
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:  # reset or broken pipe: the client cut the connection
+                        self.disconnected.set()
+                        break
+                    self.sent += 1
+                else:
+                    self.finished.set()
+
+    def __enter__(self) -> DrippingReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._listener.close()

@@ -19,6 +19,7 @@ import pytest
 
 from local.midtrans_fake import MidtransFake
 from tagih import wiring
+from tagih.clock import to_rfc3339
 from tagih.domain.errors import GatewayUnavailable
 from tagih.domain.invoices import Invoice
 from tagih.domain.subscriptions import Subscription, SubscriptionStore
@@ -34,6 +35,7 @@ from tests.fakes.billing_setup import (
     mark_trialled,
     set_card_token,
 )
+from tests.fakes.gateway_env import received_events
 from tests.fakes.lambda_runtime import Answer, call_api, call_route
 
 ORG = "org_lifecycle"
@@ -219,6 +221,39 @@ def test_renewal_moves_the_period_and_invoices_pro_with_ppn(billing: Billing, mi
         PRO_WITH_PPN,
     )
     assert (invoice.period_start, invoice.period_end) == (end, now_sub.current_period_end)
+
+
+def test_a_paid_renewal_is_published_once_with_the_subscription_in_its_new_period(
+    billing: Billing, midtrans: MidtransFake, events: str
+) -> None:
+    """Issue 16 item 7: docs/events.md lists renewal under ``billing.subscription.updated``; a paid
+    renewal published only its invoice's events."""
+    mark_trialled(ORG)
+    card = add_method(ORG, {"type": "credit_card", "token": CARD_TOKEN})
+    started = subscriptions.subscribe(
+        billing, organization_id=ORG, plan_slug="pro", cycle="monthly", payment_method_id=card, now=T0
+    ).subscription
+    assert started.id is not None
+    assert started.current_period_end is not None
+    received_events(events)  # what subscribing published is not the renewal's
+
+    renewed = lifecycle.renew_action(billing, ORG, started.id, started.version, started.current_period_end)
+    again = lifecycle.renew_action(billing, ORG, started.id, None, started.current_period_end)
+    resumed = lifecycle.renew_action(billing, ORG, started.id, started.version, started.current_period_end)
+
+    assert (renewed.reason, again.status, resumed.status) == ("paid", "skipped", "skipped")
+    published = received_events(events)
+    assert [e["detail-type"] for e in published] == [
+        "billing.invoice.created",
+        "billing.invoice.paid",
+        "billing.subscription.updated",
+    ]
+    data = cast(dict[str, Any], published[-1]["detail"])["data"]
+    assert (data["id"], data["status"]) == (started.id, "active")
+    assert data["current_period_start"] == to_rfc3339(started.current_period_end)
+    new_end = stored(billing).current_period_end
+    assert new_end is not None
+    assert data["current_period_end"] == to_rfc3339(new_end)
 
 
 def test_a_declined_renewal_is_past_due_with_its_first_retry_scheduled(

@@ -15,6 +15,7 @@ from typing import Any
 
 import boto3
 import pytest
+from pydantic import ValidationError
 
 from local.midtrans_fake import MidtransFake
 from tagih import clock
@@ -23,7 +24,7 @@ from tagih.domain.catalog import default_catalog
 from tagih.domain.subscriptions import Subscription
 from tagih.domain.transitions import start_subscription
 from tagih.store.subscriptions import SubscriptionItems, subscription_item
-from tagih.store.table import table
+from tagih.store.table import reset_clients, table
 from tests.conftest import TABLE_NAME
 from tests.fakes.aws_calls import count_items_read
 from tests.fakes.billing_setup import (
@@ -493,3 +494,18 @@ def test_a_kept_task_that_still_fails_stays_kept_for_a_person(
     assert (reconciled["redriven"], reconciled["still_failing"]) == (0, 1)
     [kept] = kept_tasks()
     assert kept["task"] == broken
+
+
+def test_a_function_configured_with_a_non_increasing_dunning_schedule_refuses_to_run(
+    catalog: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 item 7, deployed: the schedule used to be read at the first trial end, and every one
+    raised ``ValueError``; now the settings refuse it, naming the variable, on any invocation."""
+    monkeypatch.setenv("DUNNING_SCHEDULE", "PT15S,PT15S")
+    reset_clients()
+
+    with pytest.raises(ValidationError) as refused:
+        run_task({"action": "find_due_renewals", "at": to_rfc3339(T0), "cursor": ""})
+    assert "DUNNING_SCHEDULE: 'PT15S,PT15S': delays must increase" in str(refused.value)
+    with pytest.raises(ValidationError):
+        call("GET", "/billing/subscription")

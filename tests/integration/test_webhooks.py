@@ -18,14 +18,16 @@ from local.dispatch import sqs_record
 from tagih import clock
 from tagih.clock import epoch_seconds
 from tagih.domain.webhook_signing import HEADER, verify
+from tagih.domain.webhook_urls import CheckedUrl
 from tagih.events.models import billing_event
 from tagih.events.publisher import default_publisher
+from tagih.gateways.webhook_http import HttpTransport
 from tagih.gateways.webhook_queue import reset_delivery_queue
 from tagih.store.table import reset_clients
 from tests.conftest import BUS_NAME
 from tests.fakes.gateway_env import event_queue
 from tests.fakes.lambda_runtime import Answer, FakeLambdaContext, PinnedClock, call_api, load_function
-from tests.fakes.webhooks import Receiver, running_receiver
+from tests.fakes.webhooks import DrippingReceiver, Receiver, running_receiver
 
 ORG = "org_1"  # call_api's organization
 OTHER_ORG = "org_other"
@@ -322,6 +324,39 @@ def test_a_redirect_is_not_followed(queues: Queues) -> None:
         assert (attempt["status_code"], attempt["error"]) == (302, "redirect not followed")
         assert delivery["status"] == "pending"
         assert target.requests() == []
+
+
+def test_a_receiver_dripping_its_answer_is_cut_at_the_deadline_and_the_attempt_timed_out(
+    queues: Queues, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 item 4: each byte arrives well within any per-read timeout, the whole answer would
+    take about 20 s; the 0.5 s deadline covers the whole attempt, so the dispatcher hangs up first."""
+    configure(monkeypatch, WEBHOOK_TIMEOUT_SECONDS="0.5", WEBHOOK_RETRY_BASE_SECONDS="60")
+    with DrippingReceiver(answer_bytes=400, interval=0.05) as receiver:
+        assert receiver.seconds_to_answer >= 18  # what held one attempt in the issue
+        hook = create(receiver.url).body["id"]
+        publish()
+        pump(queues.events)
+        assert pump(queues.deliveries) == 1
+
+        [delivery] = deliveries(hook)
+        [attempt] = delivery["attempts"]
+        assert (attempt["status_code"], attempt["error"]) == (None, "timed out after 0.5 s")
+        assert delivery["status"] == "pending"  # retried later, like any other timeout
+        assert receiver.disconnected.wait(5.0), "the receiver never saw the dispatcher hang up"
+        assert not receiver.finished.is_set()
+        assert receiver.sent < len(receiver.answer)
+
+
+def test_the_deadline_bounds_the_whole_attempt_of_the_transport() -> None:
+    with DrippingReceiver(answer_bytes=400, interval=0.02) as receiver:
+        port = int(receiver.url.split(":")[2].split("/")[0])
+        url = CheckedUrl(receiver.url, "http", "127.0.0.1", port, "/hooks/tagih", ("127.0.0.1",))
+        result = HttpTransport().post(url, b"{}", {"Content-Type": "application/json"}, timeout_seconds=0.3)
+
+        assert (result.status_code, result.error, result.succeeded) == (None, "timed out after 0.3 s", False)
+        assert receiver.disconnected.wait(5.0)
+        assert receiver.sent < len(receiver.answer)
 
 
 def test_a_test_event_goes_to_that_endpoint_only(queues: Queues) -> None:

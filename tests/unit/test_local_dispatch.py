@@ -343,6 +343,40 @@ def test_fire_rule_sends_a_scheduled_event_to_the_targets(
     assert dispatcher.published_events("Scheduled Event") == []  # schedules do not go through a bus
 
 
+def test_a_schedule_starts_its_state_machine_every_time_it_fires(
+    endpoint: str, run: Callable[[StackModel], Dispatcher]
+) -> None:
+    """Issue 16 item 7: the renewal sweep's schedule started its machine once per stack; the second
+    start collided on the execution name (``…renewal:None``)."""
+    sfn = client("stepfunctions", endpoint)
+    machine_arn = sfn.create_state_machine(
+        name="tagih-unit-sweep-machine",
+        definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
+        roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/x",
+    )["stateMachineArn"]
+    rule = Rule(
+        logical_id="SweepMachineHourly",
+        name="tagih-unit-sweep-machine-hourly",
+        bus_name="default",
+        event_pattern=None,
+        schedule="rate(1 hour)",
+        targets=(Target(kind="stepfunctions", ref="SweepMachine", arn=machine_arn),),
+    )
+    dispatcher = run(StackModel(parameters={}, rules={"SweepMachineHourly": rule}))
+
+    for _ in range(3):
+        dispatcher.fire_rule("SweepMachineHourly")
+
+    def started() -> list[dict[str, Any]]:
+        found = sfn.list_executions(stateMachineArn=machine_arn)["executions"]
+        return list(found) if len(found) == 3 else []
+
+    executions = eventually(started, "three executions started")
+    inputs = [json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"]) for e in executions]
+    assert len({i["id"] for i in inputs}) == 3
+    assert {e["name"] for e in executions} == {f"SweepMachineHourly-{i['id']}" for i in inputs}
+
+
 def test_firing_an_unknown_rule_is_a_key_error(run: Callable[[StackModel], Dispatcher]) -> None:
     dispatcher = run(StackModel(parameters={}))
     with pytest.raises(KeyError):

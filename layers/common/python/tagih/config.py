@@ -7,10 +7,14 @@ tests and the local stack can set the environment before the first call.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from datetime import timedelta
 from functools import cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from tagih.clock import parse_duration
 
 Stage = Literal["local", "dev", "staging", "prod"]
 
@@ -66,6 +70,55 @@ class Settings(BaseModel):
     def is_prod(self) -> bool:
         return self.stage == "prod"
 
+    # Timer settings are checked when the settings are read, so a function with a bad one refuses
+    # every invocation with the setting's name, instead of starting fine and failing each timer.
+    @field_validator("trial_duration", "grace_duration", "dunning_schedule")
+    @classmethod
+    def _timer_setting(cls, value: str, info: ValidationInfo) -> str:
+        check_timer_setting(str(info.field_name), value)
+        return value
+
+    @property
+    def retry_delays(self) -> tuple[timedelta, ...]:
+        return retry_delays(self.dunning_schedule)
+
+
+TIMER_SETTINGS = ("trial_duration", "grace_duration", "dunning_schedule")
+
+
+def retry_delays(schedule: str) -> tuple[timedelta, ...]:
+    """``DUNNING_SCHEDULE`` as delays; ``ValueError`` unless they are positive and increasing
+    (each retry comes after the one before: dunning counts retries by their position)."""
+    parts = [part.strip() for part in schedule.split(",")]
+    if not schedule.strip() or not all(parts):
+        raise ValueError(f"{schedule!r} is not a comma-separated list of ISO-8601 delays like P1D,P3D")
+    delays = tuple(parse_duration(part) for part in parts)
+    for number, (part, delay) in enumerate(zip(parts, delays, strict=True), start=1):
+        if delay <= timedelta(0):
+            raise ValueError(f"{schedule!r}: delay {number} ({part}) is not after the first failed charge")
+        if number > 1 and delay <= delays[number - 2]:
+            raise ValueError(
+                f"{schedule!r}: delays must increase, and delay {number} ({part}) is not after"
+                f" delay {number - 1} ({parts[number - 2]})"
+            )
+    return delays
+
+
+def env_name(field: str) -> str:
+    return _ENV_NAMES[field]
+
+
+def check_timer_setting(field: str, value: str) -> None:
+    """``ValueError`` naming the environment variable when a timer setting would break a timer."""
+    env = _ENV_NAMES[field]
+    try:
+        if field == "dunning_schedule":
+            retry_delays(value)
+        elif value and parse_duration(value) <= timedelta(0):
+            raise ValueError(f"{value!r} is not a positive duration")
+    except ValueError as error:
+        raise ValueError(f"{env}: {error}") from None
+
 
 _ENV_NAMES = {
     "stage": "STAGE",
@@ -105,7 +158,12 @@ _ENV_NAMES = {
 }
 
 
+def settings_from(environ: Mapping[str, str]) -> Settings:
+    """The settings an environment gives (a function's, or the local stack's view of one)."""
+    values = {field: environ[env] for field, env in _ENV_NAMES.items() if environ.get(env)}
+    return Settings.model_validate(values)
+
+
 @cache
 def get_settings() -> Settings:
-    values = {field: os.environ[env] for field, env in _ENV_NAMES.items() if os.environ.get(env)}
-    return Settings.model_validate(values)
+    return settings_from(os.environ)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def retry_schedule(settings: Settings) -> tuple[timedelta, ...]:
-    return tuple(parse_duration(part) for part in settings.dunning_schedule.split(",") if part.strip())
+    return settings.retry_delays
 
 
 def default_timers(settings: Settings) -> Timers:

@@ -4,7 +4,7 @@ Endpoints (API.md "Tenant webhooks") are an organization's URLs with the event t
 a signing secret shown once. Delivery runs behind the bus: an EventBridge rule puts every billing
 event on an SQS queue, and the dispatcher (``functions/webhook_dispatch``) *fans out* each event
 into one delivery per subscribed endpoint (``fan_out``), then *attempts* each delivery on its own
-(``attempt_delivery``): a POST of the event envelope, signed, with a 5 s timeout, no redirects.
+(``attempt_delivery``): a POST of the event envelope, signed, within a 5 s deadline, no redirects.
 
 Retries. Each delivery is its own SQS message on the delivery queue; a failed attempt (non-2xx,
 timeout, refused URL) records the attempt on the delivery item and sends the next message with

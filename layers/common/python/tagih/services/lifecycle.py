@@ -238,9 +238,16 @@ def _charge_period(
     *,
     on_paid: Callable[[Subscription, datetime], Subscription | None],
     on_failed: Callable[[Subscription, datetime], Subscription | None],
+    announce_paid_period: bool = False,
 ) -> ActionResult:
     """Steps 2 and 3 (module docstring) for the stored ``sub`` and its period's ``draft``. With no
-    ``schedule`` a declined charge is recorded and never retried automatically."""
+    ``schedule`` a declined charge is recorded and never retried automatically.
+
+    ``announce_paid_period``: the move into the period is the change subscribers hear of (a
+    renewal), so a paid charge that writes no new subscription state still publishes
+    ``billing.subscription.updated`` with ``sub`` in its new period. Published with the outcome,
+    after the one conditional write that records it: a repeat of the action finds the outcome
+    recorded and publishes nothing, so each period is announced once."""
     org = sub.organization_id
     if draft.status == "draft":
         draft, outcome, payment = _charge_draft(billing, sub, draft, at)
@@ -277,8 +284,10 @@ def _charge_period(
         else:
             billing.invoices.replace(written, finalized.version)
         events.append(("billing.invoice.payment_failed", invoice_data(written)))
-    if written_sub is not None:
-        events.append(("billing.subscription.updated", written_sub.public_data()))
+    renewed = sub if announce_paid_period and outcome == "paid" else None
+    announced = written_sub or renewed
+    if announced is not None:
+        events.append(("billing.subscription.updated", announced.public_data()))
     billing.publish(org, at, *events)
     return ActionResult(
         "done",
@@ -311,6 +320,7 @@ class _PeriodKind:
     due_at: Callable[[Subscription], datetime | None]
     on_paid: Callable[[Subscription, datetime], Subscription | None]
     on_failed: Callable[[Subscription, datetime], Subscription | None]
+    announce_paid_period: bool = False  # see _charge_period
 
 
 def _period_action(
@@ -333,7 +343,14 @@ def _period_action(
     if moved is not None:
         stored, draft = _start_period(billing, sub, moved, at)
         return _charge_period(
-            billing, stored, draft, at, chosen, on_paid=kind.on_paid, on_failed=kind.on_failed
+            billing,
+            stored,
+            draft,
+            at,
+            chosen,
+            on_paid=kind.on_paid,
+            on_failed=kind.on_failed,
+            announce_paid_period=kind.announce_paid_period,
         )
     # Resuming a charge left in progress: not stale if only its own first write happened since.
     resumable = expected_version is None or sub.version in {expected_version, expected_version + 1}
@@ -343,7 +360,16 @@ def _period_action(
         else None
     )
     if left is not None:
-        return _charge_period(billing, sub, left, at, chosen, on_paid=kind.on_paid, on_failed=kind.on_failed)
+        return _charge_period(
+            billing,
+            sub,
+            left,
+            at,
+            chosen,
+            on_paid=kind.on_paid,
+            on_failed=kind.on_failed,
+            announce_paid_period=kind.announce_paid_period,
+        )
     due_at = kind.due_at(sub)
     if not fresh:
         return skipped("stale", sub)
@@ -425,6 +451,7 @@ _RENEWAL = _PeriodKind(
     due_at=_renewal_due,
     on_paid=_keep_active,
     on_failed=renewal_payment_failed,
+    announce_paid_period=True,  # docs/events.md: billing.subscription.updated on renewal
 )
 
 
