@@ -97,9 +97,10 @@ MONTH: Sequence[Activity] = (
     Activity("webhook deliveries", "SQS", "webhook delivery", 4),
     Activity("invoice PDF (first render)", "GET", "/billing/invoices/{invoice_id}/pdf", 1, "first render"),
 )
-# Every API request passes the Lambda authorizer (30 reads a day are further apart than its 60 s
-# cache) and API Gateway. Every event published reaches the webhook queue and the dispatcher's
-# fan-out, whether or not the organization has an endpoint for it.
+# Every API request runs the Lambda authorizer (it is not cached, so that a revoked API key is
+# refused at once: template.yaml, ReauthorizeEvery 0) and passes API Gateway. Every event
+# published reaches the webhook queue and the dispatcher's fan-out, whether or not the
+# organization has an endpoint for it.
 AUTHORIZER = ("REQUEST", "API key")
 FAN_OUT = ("SQS", "webhook fan-out")
 SWEEP = ("TASK", "find_due_renewals")
