@@ -7,6 +7,8 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 VENV := .venv
 VENV_SAM := .venv-sam
+# checkov pins its own boto3 and friends: a venv of its own keeps them out of the project's.
+VENV_CHECKOV := .venv-checkov
 BIN := $(VENV)/bin
 ENV ?= dev
 PORT ?= 3000
@@ -16,7 +18,7 @@ export SAM_CLI_TELEMETRY := 0
 
 include layers/common/bytecode.mk  # PYTHON313: the interpreter sam build compiles with
 
-.PHONY: help venv lint format unit integration e2e test local build validate bench deploy openapi clean
+.PHONY: help venv lint format unit integration e2e test local build validate checkov bench deploy openapi clean
 
 help:
 	@echo "make local     serve the whole API on 127.0.0.1:$(PORT) (moto, localstripe, Midtrans fake)"
@@ -24,6 +26,7 @@ help:
 	@echo "make lint      ruff, mypy, cfn-lint"
 	@echo "make build     sam build (layer wheels for python3.13 arm64)"
 	@echo "make validate  sam validate --lint"
+	@echo "make checkov   checkov on template.yaml: 0 failed checks, every skip justified in the template"
 	@echo "make bench     cold-start import ratios and other numbers"
 	@echo "make openapi   regenerate docs/openapi.json, docs/events.md and docs/events/*.schema.json"
 	@echo "make deploy    sam build && sam deploy --config-env \$$ENV (default dev)"
@@ -38,6 +41,12 @@ $(VENV_SAM)/.installed: requirements/sam.lock
 	@test -n "$(PYTHON)" || { echo "need Python >= 3.11 on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV_SAM)
 	$(VENV_SAM)/bin/python -m pip install -q -r requirements/sam.lock
+	touch $@
+
+$(VENV_CHECKOV)/.installed: requirements/checkov.lock
+	@test -n "$(PYTHON)" || { echo "need Python >= 3.11 on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV_CHECKOV)
+	$(VENV_CHECKOV)/bin/python -m pip install -q -r requirements/checkov.lock
 	touch $@
 
 venv: $(VENV)/.installed
@@ -61,7 +70,7 @@ integration: venv
 e2e: venv
 	$(PYTEST) tests/e2e -q
 
-test: lint unit integration e2e validate build
+test: lint unit integration e2e validate checkov build
 	@echo "make test: all green"
 
 local: venv
@@ -69,6 +78,11 @@ local: venv
 
 validate: $(VENV_SAM)/.installed
 	$(VENV_SAM)/bin/sam validate --lint --template template.yaml
+
+# --skip-download: offline, no platform calls. Fails on any failed check; a skip lives in the
+# resource's Metadata with its reason (README "Checkov").
+checkov: $(VENV_CHECKOV)/.installed
+	$(VENV_CHECKOV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
 
 # The layer and every function are compiled for CPython 3.13 (layers/common/bytecode.mk finds it;
 # PYTHON313=/path/to/python3.13 picks one); tests/build checks every module ships its bytecode.
@@ -92,4 +106,4 @@ deploy: build
 	$(VENV_SAM)/bin/sam deploy --config-env $(ENV)
 
 clean:
-	rm -rf $(VENV) $(VENV_SAM) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_SAM) $(VENV_CHECKOV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -114,6 +114,7 @@ class StackModel:
     buses: dict[str, str] = field(default_factory=dict)  # logical id → bus name
     buckets: dict[str, str] = field(default_factory=dict)  # logical id → bucket name
     secrets: dict[str, str] = field(default_factory=dict)  # logical id → secret name
+    kms_keys: dict[str, list[str]] = field(default_factory=dict)  # logical id → its aliases
     custom_resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # logical id → resolved props
     ttl_attributes: dict[str, str] = field(default_factory=dict)  # table logical id → TTL attribute
     outputs: dict[str, Any] = field(default_factory=dict)

@@ -64,6 +64,11 @@ def create_resources(model: StackModel, endpoint_url: str) -> None:
     secrets = client("secretsmanager", endpoint_url)
     for logical_id, name in model.secrets.items():
         secrets.create_secret(Name=name, SecretString=json.dumps(LOCAL_SECRET_VALUES.get(logical_id, {})))
+    kms = client("kms", endpoint_url)
+    for logical_id, aliases in model.kms_keys.items():
+        key_id = kms.create_key(Description=f"{logical_id} (local)")["KeyMetadata"]["KeyId"]
+        for alias in aliases:
+            kms.create_alias(AliasName=alias, TargetKeyId=key_id)
     sqs = client("sqs", endpoint_url)
     # Dead-letter queues first: a RedrivePolicy must name a queue that exists.
     ordered = sorted(model.queues.values(), key=lambda queue: "RedrivePolicy" in queue.attributes)

@@ -50,6 +50,8 @@ SUPPORTED_TYPES = frozenset(
         "AWS::SQS::Queue",
         "AWS::SQS::QueuePolicy",
         "AWS::Logs::LogGroup",
+        "AWS::KMS::Key",
+        "AWS::KMS::Alias",
         "AWS::CloudWatch::Alarm",
         "AWS::Serverless::LayerVersion",
         "AWS::Serverless::Function",
@@ -154,6 +156,7 @@ class _Resolver:
                 "AWS::SecretsManager::Secret": "Name",
                 "AWS::SQS::Queue": "QueueName",
                 "AWS::Logs::LogGroup": "LogGroupName",
+                "AWS::KMS::Alias": "AliasName",
                 "AWS::Serverless::LayerVersion": "LayerName",
                 "AWS::Serverless::Function": "FunctionName",
                 "AWS::Serverless::StateMachine": "Name",
@@ -202,6 +205,9 @@ class _Resolver:
                 return f"{prefix.format('sqs')}:{name}"
             case "AWS::Logs::LogGroup":
                 return f"{prefix.format('logs')}:log-group:{name}:*"
+            case "AWS::KMS::Key":
+                # moto picks the real key id at startup; code names a key by its alias instead.
+                return f"{prefix.format('kms')}:key/{name}"
             case "AWS::Serverless::LayerVersion":
                 return f"{prefix.format('lambda')}:layer:{name}:1"
             case "AWS::Serverless::Function":
@@ -533,11 +539,21 @@ def build_model(template_path: str | Path, parameter_overrides: Mapping[str, str
                 model.buckets[logical_id] = resolver.name_of(logical_id)
             case "AWS::SecretsManager::Secret":
                 model.secrets[logical_id] = resolver.name_of(logical_id)
+            case "AWS::KMS::Key":
+                model.kms_keys.setdefault(logical_id, [])
             case resource_type if _is_custom(resource_type):
                 if "ServiceToken" not in props:
                     raise TemplateError(f"custom resource {logical_id} has no ServiceToken")
                 function_by_arn(str(props["ServiceToken"]), f"custom resource {logical_id}")
                 model.custom_resources[logical_id] = {"Type": resource_type, **props}
+
+    key_by_ref = {resolver.ref(lid): lid for lid in model.kms_keys}
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "AWS::KMS::Alias":
+            target = props_of[logical_id].get("TargetKeyId")
+            if target not in key_by_ref:
+                raise TemplateError(f"alias {logical_id}: TargetKeyId must Ref a key of the template")
+            model.kms_keys[key_by_ref[target]].append(resolver.name_of(logical_id))
 
     queue_by_arn = {queue.arn: lid for lid, queue in model.queues.items()}
 

@@ -22,6 +22,7 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "TagihTest")
 
 TABLE_NAME = "tagih-test"
 BUS_NAME = "tagih-test"
+WEBHOOK_SECRETS_KEY = "alias/tagih-test/webhook-secrets"
 
 
 def table_definition() -> dict[str, Any]:
@@ -49,6 +50,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "POWERTOOLS_TRACE_DISABLED": "1",
         "POWERTOOLS_METRICS_NAMESPACE": "TagihTest",
         "POWERTOOLS_SERVICE_NAME": "tagih-test",
+        "WEBHOOK_SECRETS_KEY": WEBHOOK_SECRETS_KEY,
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
@@ -63,23 +65,28 @@ def aws(aws_env: None) -> Iterator[None]:
     from tagih.events.publisher import reset_publisher
     from tagih.gateways.registry import reset_default_gateways
     from tagih.gateways.secrets import reset_secrets
+    from tagih.store.webhook_secrets import reset_secret_sealer
     from tagih.timers.step_functions import reset_timers_client
 
     reset_secrets()
     reset_publisher()
     reset_default_gateways()
     reset_timers_client()
+    reset_secret_sealer()
     make_dynamodb_calls_atomic()
     make_dynamodb_transactions_copy_once()
     with mock_aws():
         boto3.client("dynamodb").create_table(**table_definition())
         boto3.client("events").create_event_bus(Name=BUS_NAME)
+        kms = boto3.client("kms")
+        kms.create_alias(AliasName=WEBHOOK_SECRETS_KEY, TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
         yield
     reset_clients()
     reset_secrets()
     reset_publisher()
     reset_default_gateways()
     reset_timers_client()
+    reset_secret_sealer()
 
 
 # The timers' state machines, by the settings variable that names each (template.yaml).

@@ -61,7 +61,7 @@ from tagih.domain.catalog import default_catalog
 from tagih.gateways.registry import reset_default_gateways
 from tagih.gateways.secrets import reset_secrets
 from tagih.store import catalog as catalog_store
-from tests.conftest import BUS_NAME, TABLE_NAME, create_timer_machines, table_definition
+from tests.conftest import BUS_NAME, TABLE_NAME, WEBHOOK_SECRETS_KEY, create_timer_machines, table_definition
 from tests.fakes.aws_costs import CostRecorder
 from tests.fakes.billing_setup import CARD_TOKEN, add_method, mark_trialled
 from tests.fakes.gateway_env import STRIPE_WEBHOOK_SECRET, configure_gateways, event_queue
@@ -404,6 +404,9 @@ def _stack(mp: pytest.MonkeyPatch) -> dict[str, str]:
     boto3.client("dynamodb").create_table(**table_definition())
     boto3.client("events").create_event_bus(Name=BUS_NAME)
     boto3.client("s3").create_bucket(Bucket=BUCKET)
+    kms = boto3.client("kms")  # webhook secrets are stored encrypted with the stack's key
+    kms.create_alias(AliasName=WEBHOOK_SECRETS_KEY, TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
+    mp.setenv("WEBHOOK_SECRETS_KEY", WEBHOOK_SECRETS_KEY)
     sqs = boto3.client("sqs")
     queues = {
         n: sqs.create_queue(QueueName=f"tagih-bench-{n}")["QueueUrl"] for n in ("deliveries", "dlq", "usage")

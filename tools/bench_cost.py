@@ -48,6 +48,8 @@ PRICES: Mapping[str, float] = {
     "s3_gb_month": 0.023,
     "secret_month": 0.40,
     "secrets_api_call": 0.05 / 1e4,
+    "kms_key_month": 1.00,
+    "kms_request": 0.03 / 1e4,
     "logs_gb_ingested": 0.50,
     "xray_trace": 5.00 / 1e6,
     "custom_metric_month": 0.30,
@@ -60,6 +62,7 @@ CALL_LATENCY_MS: Mapping[str, float] = {
     "sqs": 10.0,
     "s3": 20.0,
     "secretsmanager": 15.0,
+    "kms": 8.0,
 }
 GATEWAY_CHARGE_MS = 800.0  # a card charge at Midtrans or Stripe, as a renewal waits for it
 LOG_BYTES_PER_INVOCATION = 1_200  # Lambda's JSON START/END/REPORT lines plus a few INFO lines
@@ -97,9 +100,10 @@ MONTH: Sequence[Activity] = (
     Activity("webhook deliveries", "SQS", "webhook delivery", 4),
     Activity("invoice PDF (first render)", "GET", "/billing/invoices/{invoice_id}/pdf", 1, "first render"),
 )
-# Every API request passes the Lambda authorizer (30 reads a day are further apart than its 60 s
-# cache) and API Gateway. Every event published reaches the webhook queue and the dispatcher's
-# fan-out, whether or not the organization has an endpoint for it.
+# Every API request runs the Lambda authorizer (it is not cached, so that a revoked API key is
+# refused at once: template.yaml, ReauthorizeEvery 0) and passes API Gateway. Every event
+# published reaches the webhook queue and the dispatcher's fan-out, whether or not the
+# organization has an endpoint for it.
 AUTHORIZER = ("REQUEST", "API key")
 FAN_OUT = ("SQS", "webhook fan-out")
 SWEEP = ("TASK", "find_due_renewals")
@@ -157,6 +161,7 @@ def request_cost(row: RouteCost, memory_mb: Mapping[str, int]) -> dict[str, floa
         "s3": calls.get("s3.PutObject", 0) * PRICES["s3_put"]
         + calls.get("s3.GetObject", 0) * PRICES["s3_get"],
         "secretsmanager": _service_calls(row, "secretsmanager") * PRICES["secrets_api_call"],
+        "kms": _service_calls(row, "kms") * PRICES["kms_request"],
         "logs": LOG_BYTES_PER_INVOCATION / 1e9 * PRICES["logs_gb_ingested"],
         "xray": XRAY_SAMPLED * PRICES["xray_trace"],
     }
@@ -208,12 +213,13 @@ def fixed_month(rows: Sequence[RouteCost]) -> list[tuple[str, float]]:
         # Lambda's SQS pollers long-poll each queue (about 5 pollers, one request per 20 s each).
         ("SQS polling: 2 queues x 5 pollers x 3 requests/min", 2 * 5 * 3 * minutes * PRICES["sqs_request"]),
         ("Secrets Manager: 2 secrets", 2 * PRICES["secret_month"]),
+        ("KMS: 2 customer keys (webhook secrets, log groups)", 2 * PRICES["kms_key_month"]),
         ("CloudWatch metrics: about 20 custom metrics", 20 * PRICES["custom_metric_month"]),
         ("X-Ray reservoir: 1 trace/s", 30 * 24 * 3600 * PRICES["xray_trace"]),
     ]
 
 
-SCOPE = ("lambda", "dynamodb", "stepfunctions", "eventbridge", "sqs", "s3", "secretsmanager")
+SCOPE = ("lambda", "dynamodb", "stepfunctions", "eventbridge", "sqs", "s3", "secretsmanager", "kms")
 
 
 def report(rows: Sequence[RouteCost]) -> str:

@@ -57,6 +57,19 @@ def test_plans_are_served_through_the_authorizer_from_the_seeded_catalog(local_s
     assert body["has_next"] is False
 
 
+def test_a_revoked_api_key_is_refused_on_its_very_next_request(local_stack: LocalStack) -> None:
+    owner = local_stack.headers("org_revoke", "owner")
+    key = local_stack.request("POST", "/billing/api-keys", headers=owner, json={"name": "ci"}).json()
+    with_key = {"Authorization": f"Bearer {key['key']}", "X-Organization-ID": "org_revoke"}
+    assert local_stack.request("GET", "/billing/plans", headers=with_key).status_code == 200
+
+    assert local_stack.request("DELETE", f"/billing/api-keys/{key['id']}", headers=owner).status_code == 200
+
+    refused = local_stack.request("GET", "/billing/plans", headers=with_key)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"]["code"] == "unauthenticated"
+
+
 def test_a_request_without_authorization_is_refused_by_the_gateway(local_stack: LocalStack) -> None:
     response = local_stack.request("GET", "/billing/plans", headers={"X-Organization-ID": "org_1"})
     assert response.status_code == 401

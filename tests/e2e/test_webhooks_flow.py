@@ -1,8 +1,8 @@
 """Tenant webhooks on the local stack, over HTTP, with a receiver on 127.0.0.1 as a developer runs it:
-a plan change reaches the receiver signed with the endpoint's secret; a receiver that answers 500
-twice gets three attempts, all in the delivery log, and processes the event once (the local stack
-backs off in seconds: template parameters set by ``local.stack``). Outcomes are polled with a
-deadline."""
+a plan change reaches the receiver signed with the endpoint's secret (stored KMS-encrypted); a
+receiver that answers 500 twice gets three attempts, all in the delivery log, and processes the
+event once (the local stack backs off in seconds: template parameters set by ``local.stack``).
+Outcomes are polled with a deadline."""
 
 from __future__ import annotations
 
@@ -36,6 +36,13 @@ def test_a_plan_change_is_delivered_signed_with_the_endpoint_secret(local_stack:
         )
         assert created.status_code == 201, created.text
         secret = created.json()["secret"]
+        # At rest the secret is the stack's KMS key's ciphertext (moto's KMS here), never the secret.
+        stored = local_stack.aws_client("dynamodb").get_item(
+            TableName="tagih-local-BillingTable",
+            Key={"PK": {"S": f"ORG#{org}"}, "SK": {"S": f"HOOK#{created.json()['id']}"}},
+        )["Item"]
+        assert stored["secret"]["S"].startswith("kms:")
+        assert secret not in json.dumps(stored)
         trial = local_stack.request("POST", "/billing/subscriptions", headers=owner, json={}).json()
 
         changed = local_stack.request(

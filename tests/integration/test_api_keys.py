@@ -166,6 +166,32 @@ def test_revoked_key_is_refused_at_once() -> None:
     assert all_items_for_key(key["id"]) == []
 
 
+def authorize(credential: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {credential}", "X-Organization-ID": ORG}
+    answer: dict[str, Any] = handler("authorizer")(
+        authorizer_event(headers, method="GET", path="/billing/plans"), FakeLambdaContext()
+    )
+    return answer
+
+
+def test_each_request_with_an_api_key_reads_its_grant_once_and_a_jwt_reads_nothing() -> None:
+    """The cost of revocation taking effect at once (template: ReauthorizeEvery 0, the authorizer
+    runs on every request): one strongly consistent GetItem per API-key request, and none for a
+    JWT (the JWKS is cached in the process). No in-process cache of grants either, or a warm
+    authorizer would go on admitting a revoked key."""
+    key = create(owner(), {"name": "ci"}).body
+    token = owner()
+    with count_calls() as calls:
+        load_function("authorizer").authenticator.cache_clear()  # its client is counted from here
+        for _ in range(3):
+            assert "organization_id" in authorize(key["key"])["context"]
+        assert calls == {"GetItem": 3}
+        assert "organization_id" in authorize(token)["context"]
+        assert calls == {"GetItem": 3}
+    revoke(owner(), key["id"])
+    assert authorize(key["key"])["context"]["auth_error"] == "unauthenticated"
+
+
 def all_items_for_key(key_id: str) -> list[dict[str, Any]]:
     return [item for item in all_items() if key_id in json.dumps(item, default=str)]
 

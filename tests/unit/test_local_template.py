@@ -314,3 +314,46 @@ def test_the_most_specific_route_wins_and_path_parameters_are_extracted(tmp_path
     assert match_route(routes, "POST", "/orders") is None
     assert match_route(routes, "GET", "/orders/ord_1/items") is None
     assert match_route(routes, "GET", "/files") is None
+
+
+def test_kms_keys_are_created_with_their_aliases_and_code_names_a_key_by_its_alias(tmp_path: Path) -> None:
+    text = _minimal(
+        {
+            "Key": {"Type": "AWS::KMS::Key", "Properties": {"EnableKeyRotation": True}},
+            "Alias": {
+                "Type": "AWS::KMS::Alias",
+                "Properties": {
+                    "AliasName": {"Fn::Sub": "alias/${AWS::StackName}/k"},
+                    "TargetKeyId": {"Ref": "Key"},
+                },
+            },
+            "Unaliased": {"Type": "AWS::KMS::Key"},
+            "Fn": {
+                "Type": "AWS::Serverless::Function",
+                "Properties": {
+                    "CodeUri": "f",
+                    "Environment": {
+                        "Variables": {"KEY": {"Ref": "Alias"}, "ARN": {"Fn::GetAtt": ["Key", "Arn"]}}
+                    },
+                },
+            },
+        }
+    )
+    model = build(tmp_path, text)
+    assert model.kms_keys == {"Key": ["alias/tagih-local/k"], "Unaliased": []}
+    environment = model.functions["Fn"].environment
+    assert environment["KEY"] == "alias/tagih-local/k"
+    assert environment["ARN"].startswith("arn:aws:kms:us-east-1:123456789012:key/")
+
+
+def test_an_alias_of_a_key_outside_the_template_stops_startup(tmp_path: Path) -> None:
+    text = _minimal(
+        {
+            "Alias": {
+                "Type": "AWS::KMS::Alias",
+                "Properties": {"AliasName": "alias/x", "TargetKeyId": "1234abcd"},
+            }
+        }
+    )
+    with pytest.raises(TemplateError, match="Alias"):
+        build(tmp_path, text)

@@ -65,6 +65,8 @@ class Settings(BaseModel):
     # Only the local stack sets it (never a template parameter), and never on prod: http and loopback
     # for 127.0.0.1/localhost receivers, as API.md allows there.
     webhook_allow_loopback: bool = False
+    # The KMS key (alias) webhook signing secrets are encrypted with before they are stored.
+    webhook_secrets_key: str = ""
 
     @property
     def is_prod(self) -> bool:
@@ -155,6 +157,7 @@ _ENV_NAMES = {
     "webhook_retry_max_delay_seconds": "WEBHOOK_RETRY_MAX_DELAY_SECONDS",
     "webhook_retry_window_seconds": "WEBHOOK_RETRY_WINDOW_SECONDS",
     "webhook_allow_loopback": "WEBHOOK_ALLOW_LOOPBACK",
+    "webhook_secrets_key": "WEBHOOK_SECRETS_KEY",
 }
 
 

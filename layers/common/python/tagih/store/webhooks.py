@@ -13,8 +13,9 @@
 
 Secrets: the API cannot show a secret again because no response model has a field for it (only the
 create and rotate answers carry the new one, and the kernel keeps it out of idempotency records).
-At rest they are in the table, which is encrypted (SSE), like every tenant's billing data; they are
-not logged, and ``WebhookEndpoint``'s repr leaves them out.
+At rest each is encrypted with the stack's KMS key for its endpoint (``store.webhook_secrets``):
+the item holds ciphertext, and only the functions granted that key read the secret. They are not
+logged, and ``WebhookEndpoint``'s repr leaves them out.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tagih.store.items import from_item, to_item
 from tagih.store.organizations import org_pk
 from tagih.store.table import table
 from tagih.store.transactions import transact
+from tagih.store.webhook_secrets import SecretSealer, default_secret_sealer
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -44,6 +46,7 @@ EVENT_SEQUENCE_RETENTION = timedelta(days=35)
 ABSENT = "attribute_not_exists(PK)"
 MAX_SEQUENCE_TRIES = 10
 CONFLICT = "The webhook endpoint changed meanwhile; retry."
+SECRET_FIELDS = ("secret", "previous_secret")
 
 
 def endpoint_key(organization_id: str, webhook_id: str) -> dict[str, str]:
@@ -67,12 +70,29 @@ def _condition_failed(error: ClientError) -> bool:
 
 
 class WebhookItems:
-    """Implements ``domain.webhooks.WebhookStore`` and ``DeliveryStore`` on the single table."""
+    """Implements ``domain.webhooks.WebhookStore`` on the single table, secrets encrypted."""
 
-    def __init__(self, billing_table: Table) -> None:
+    def __init__(self, billing_table: Table, sealer: SecretSealer) -> None:
         self._table = billing_table
-        self._client = billing_table.meta.client
-        self._name = billing_table.name
+        self._sealer = sealer
+
+    def _item(self, endpoint: WebhookEndpoint) -> dict[str, Any]:
+        item = to_item(endpoint_key(endpoint.organization_id, endpoint.id), "webhook_endpoint", endpoint)
+        for field in SECRET_FIELDS:
+            if item.get(field):
+                item[field] = self._sealer.seal(
+                    item[field], organization_id=endpoint.organization_id, webhook_id=endpoint.id
+                )
+        return item
+
+    def _endpoint(self, item: dict[str, Any]) -> WebhookEndpoint:
+        endpoint = from_item(WebhookEndpoint, item)
+        opened = {
+            field: self._sealer.open(value, organization_id=endpoint.organization_id, webhook_id=endpoint.id)
+            for field in SECRET_FIELDS
+            if (value := getattr(endpoint, field))
+        }
+        return endpoint.model_copy(update=opened)
 
     def _query(self, **kwargs: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -85,23 +105,20 @@ class WebhookItems:
 
     # -- endpoints --------------------------------------------------------------------------------
     def create(self, endpoint: WebhookEndpoint) -> None:
-        self._table.put_item(
-            Item=to_item(endpoint_key(endpoint.organization_id, endpoint.id), "webhook_endpoint", endpoint),
-            ConditionExpression=ABSENT,
-        )
+        self._table.put_item(Item=self._item(endpoint), ConditionExpression=ABSENT)
 
     def list_for_organization(self, organization_id: str) -> list[WebhookEndpoint]:
         items = self._query(
             KeyConditionExpression=Key("PK").eq(org_pk(organization_id)) & Key("SK").begins_with(HOOK_PREFIX),
             ConsistentRead=True,
         )
-        return [from_item(WebhookEndpoint, item) for item in items]
+        return [self._endpoint(item) for item in items]
 
     def find(self, organization_id: str, webhook_id: str) -> WebhookEndpoint | None:
         item = self._table.get_item(Key=endpoint_key(organization_id, webhook_id), ConsistentRead=True).get(
             "Item"
         )
-        return None if item is None else from_item(WebhookEndpoint, item)
+        return None if item is None else self._endpoint(item)
 
     def get(self, organization_id: str, webhook_id: str) -> WebhookEndpoint:
         endpoint = self.find(organization_id, webhook_id)
@@ -124,9 +141,7 @@ class WebhookItems:
     def replace(self, endpoint: WebhookEndpoint, seen_version: int) -> None:
         try:
             self._table.put_item(
-                Item=to_item(
-                    endpoint_key(endpoint.organization_id, endpoint.id), "webhook_endpoint", endpoint
-                ),
+                Item=self._item(endpoint),
                 ConditionExpression="#version = :seen",
                 ExpressionAttributeNames={"#version": "version"},
                 ExpressionAttributeValues={":seen": seen_version},
@@ -254,7 +269,7 @@ class DeliveryItems:
 
 
 def default_webhook_items() -> WebhookItems:
-    return WebhookItems(table())
+    return WebhookItems(table(), default_secret_sealer())
 
 
 def default_delivery_items() -> DeliveryItems:
