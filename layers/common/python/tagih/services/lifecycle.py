@@ -339,19 +339,22 @@ def _period_action(
         return loaded
     sub = loaded
     fresh = expected_version is None or sub.version == expected_version
-    moved = kind.move(sub, at) if fresh else None
-    if moved is not None:
-        stored, draft = _start_period(billing, sub, moved, at)
+
+    def charge(current: Subscription, invoice: Invoice) -> ActionResult:
         return _charge_period(
             billing,
-            stored,
-            draft,
+            current,
+            invoice,
             at,
             chosen,
             on_paid=kind.on_paid,
             on_failed=kind.on_failed,
             announce_paid_period=kind.announce_paid_period,
         )
+
+    moved = kind.move(sub, at) if fresh else None
+    if moved is not None:
+        return charge(*_start_period(billing, sub, moved, at))
     # Resuming a charge left in progress: not stale if only its own first write happened since.
     resumable = expected_version is None or sub.version in {expected_version, expected_version + 1}
     left = (
@@ -360,16 +363,7 @@ def _period_action(
         else None
     )
     if left is not None:
-        return _charge_period(
-            billing,
-            sub,
-            left,
-            at,
-            chosen,
-            on_paid=kind.on_paid,
-            on_failed=kind.on_failed,
-            announce_paid_period=kind.announce_paid_period,
-        )
+        return charge(sub, left)
     due_at = kind.due_at(sub)
     if not fresh:
         return skipped("stale", sub)
