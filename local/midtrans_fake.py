@@ -424,7 +424,9 @@ class MidtransFake:
             channel_response_message="Approved",
         )
         if card.get("save_token_id"):
-            digest = hashlib.sha256(token.encode()).hexdigest()
+            # Each saving charge mints its own saved token (its order is the organization's own),
+            # so two organizations' tests may share a one-time token without sharing the card.
+            digest = hashlib.sha256(f"{record['order_id']}:{token}".encode()).hexdigest()
             middle = f"{NO_FUNDS_SAVED}{digest[:12]}" if no_funds else digest[:22]
             record.update(
                 saved_token_id=f"{bin_}{middle}{last4}",
