@@ -5,6 +5,7 @@ encryption keep working until their next rotation encrypts them. moto's KMS does
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,11 +15,12 @@ from botocore.exceptions import ClientError
 
 from tagih.clock import epoch_seconds
 from tagih.domain.webhook_signing import HEADER, verify
+from tagih.store.webhook_secrets import reset_secret_sealer
 from tagih.store.webhooks import default_webhook_items, endpoint_key
 from tests.conftest import TABLE_NAME
 from tests.fakes.lambda_runtime import call_api
 from tests.fakes.webhooks import running_receiver
-from tests.integration.test_webhooks import ORG, Queues, create, deliver, publish, queues
+from tests.integration.test_webhooks import ORG, Queues, create, deliver, publish, pump, queues
 
 __all__ = ["queues"]  # the fixture, shared with the webhook tests
 
@@ -85,3 +87,40 @@ def test_an_endpoint_stored_in_clear_still_delivers_and_its_rotation_encrypts_bo
         # During the overlap the delivery carries a signature for each secret.
         assert signed_with(latest.headers, latest.body, rotated.body["secret"])
         assert signed_with(latest.headers, latest.body, legacy)
+
+
+@pytest.fixture
+def kms_decrypts() -> Iterator[list[str]]:
+    """The ``kms:Decrypt`` calls a cold process makes from now on (the sealer's next client is
+    created from the default session, with this hook)."""
+    calls: list[str] = []
+    if boto3.DEFAULT_SESSION is None:
+        boto3.setup_default_session()
+    session = boto3.DEFAULT_SESSION
+    assert session is not None
+
+    def count(**_: Any) -> None:
+        calls.append("Decrypt")
+
+    reset_secret_sealer()
+    session.events.register("before-call.kms.Decrypt", count, unique_id="count-decrypts")
+    yield calls
+    session.events.unregister("before-call.kms.Decrypt", unique_id="count-decrypts")
+
+
+def test_listing_and_fanning_out_open_no_secret_and_signing_does(
+    queues: Queues, kms_decrypts: list[str]
+) -> None:
+    ids = [create(f"https://93.184.216.34/{n}").body["id"] for n in range(3)]
+    reset_secret_sealer()  # a cold process: nothing opened yet
+
+    listed = call_api("GET", "/billing/webhooks")
+    publish()
+    fanned_out = pump(queues.events)
+
+    assert (listed.status, len(listed.body["items"])) == (200, 3)
+    assert fanned_out == 1
+    assert kms_decrypts == []
+    # What signs a delivery opens the endpoint's secret.
+    assert default_webhook_items().get(ORG, ids[0]).secret.startswith("whsec_")
+    assert kms_decrypts == ["Decrypt"]

@@ -175,7 +175,9 @@ class RetryPolicy:
 class WebhookStore(Protocol):
     def create(self, endpoint: WebhookEndpoint) -> None: ...
 
-    def list_for_organization(self, organization_id: str) -> list[WebhookEndpoint]: ...
+    def list_for_organization(self, organization_id: str) -> list[WebhookEndpoint]:
+        """Secrets as stored (sealed): only ``get`` and ``find`` open them, for signing."""
+        ...
 
     def get(self, organization_id: str, webhook_id: str) -> WebhookEndpoint:
         """``WebhookEndpointNotFound`` for an unknown id or another organization's."""

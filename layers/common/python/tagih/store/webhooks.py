@@ -33,7 +33,7 @@ from tagih.store.items import from_item, to_item
 from tagih.store.organizations import org_pk
 from tagih.store.table import table
 from tagih.store.transactions import transact
-from tagih.store.webhook_secrets import SecretSealer, default_secret_sealer
+from tagih.store.webhook_secrets import SecretSealer, default_secret_sealer, is_sealed
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -79,13 +79,14 @@ class WebhookItems:
     def _item(self, endpoint: WebhookEndpoint) -> dict[str, Any]:
         item = to_item(endpoint_key(endpoint.organization_id, endpoint.id), "webhook_endpoint", endpoint)
         for field in SECRET_FIELDS:
-            if item.get(field):
+            if item.get(field) and not is_sealed(item[field]):  # a listed endpoint's stay as they are
                 item[field] = self._sealer.seal(
                     item[field], organization_id=endpoint.organization_id, webhook_id=endpoint.id
                 )
         return item
 
     def _endpoint(self, item: dict[str, Any]) -> WebhookEndpoint:
+        """The endpoint with its secrets opened, for signing (one ``kms:Decrypt`` each when cold)."""
         endpoint = from_item(WebhookEndpoint, item)
         opened = {
             field: self._sealer.open(value, organization_id=endpoint.organization_id, webhook_id=endpoint.id)
@@ -112,7 +113,8 @@ class WebhookItems:
             KeyConditionExpression=Key("PK").eq(org_pk(organization_id)) & Key("SK").begins_with(HOOK_PREFIX),
             ConsistentRead=True,
         )
-        return [self._endpoint(item) for item in items]
+        # Listing (the count on create, GET, the fan-out) never signs: secrets stay sealed here.
+        return [from_item(WebhookEndpoint, item) for item in items]
 
     def find(self, organization_id: str, webhook_id: str) -> WebhookEndpoint | None:
         item = self._table.get_item(Key=endpoint_key(organization_id, webhook_id), ConsistentRead=True).get(
