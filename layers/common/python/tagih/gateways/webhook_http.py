@@ -121,19 +121,20 @@ class HttpTransport:
             try:
                 connection.connect()
             except OSError as refused:  # refused, unreachable, TLS: the next address may answer
-                error = deadline.reason() if deadline.release() else _describe(refused)
+                cut = deadline.release()
                 connection.close()
-                if deadline.expired:
+                if cut:
+                    error = deadline.reason()
                     break
+                error = _describe(refused)
                 continue
             failure: BaseException | None = None
             try:
-                try:
-                    connection.request("POST", url.target, body=body, headers=headers)
-                    response = connection.getresponse()
-                    excerpt = response.read(MAX_READ_BYTES).decode("utf-8", errors="replace")
-                except (OSError, http.client.HTTPException) as caught:
-                    failure = caught
+                connection.request("POST", url.target, body=body, headers=headers)
+                response = connection.getresponse()
+                excerpt = response.read(MAX_READ_BYTES).decode("utf-8", errors="replace")
+            except (OSError, http.client.HTTPException) as caught:
+                failure = caught
             finally:
                 cut = deadline.release()
                 connection.close()
