@@ -35,20 +35,19 @@ def _parameter_sources(template: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
-TIMER_VARIABLES = ("TRIAL_DURATION", "GRACE_DURATION", "DUNNING_SCHEDULE")
 SHARED_LAYER = Path(__file__).resolve().parents[1] / "layers" / "common" / "python"
 
 
 def check_timer_parameters(template: Mapping[str, Any], model: StackModel) -> None:
-    readers = [spec for spec in model.functions.values() if set(TIMER_VARIABLES) & set(spec.environment)]
-    if not readers:  # a template whose functions read no timer setting (the tests' small ones)
-        return
-    # The rule lives in the shared layer, which only the workers have on their path: put it here
-    # too (imported here, once we know some function reads a timer setting).
+    # The rule lives in the shared layer, which only the workers have on their path: put it here too.
     if str(SHARED_LAYER) not in sys.path:
         sys.path.append(str(SHARED_LAYER))
     from tagih.config import TIMER_SETTINGS, check_timer_setting, env_name
 
+    variables = {env_name(field) for field in TIMER_SETTINGS}
+    readers = [spec for spec in model.functions.values() if variables & set(spec.environment)]
+    if not readers:  # a template whose functions read no timer setting (the tests' small ones)
+        return
     sources = _parameter_sources(template)
     for field in TIMER_SETTINGS:
         env = env_name(field)

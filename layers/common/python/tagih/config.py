@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from tagih.clock import parse_duration
 
 Stage = Literal["local", "dev", "staging", "prod"]
+# The settings a timer reads: each is checked when the settings are (see ``check_timer_setting``).
+TIMER_SETTINGS = ("trial_duration", "grace_duration", "dunning_schedule")
 
 
 class Settings(BaseModel):
@@ -74,7 +76,7 @@ class Settings(BaseModel):
 
     # Timer settings are checked when the settings are read, so a function with a bad one refuses
     # every invocation with the setting's name, instead of starting fine and failing each timer.
-    @field_validator("trial_duration", "grace_duration", "dunning_schedule")
+    @field_validator(*TIMER_SETTINGS)
     @classmethod
     def _timer_setting(cls, value: str, info: ValidationInfo) -> str:
         check_timer_setting(str(info.field_name), value)
@@ -83,9 +85,6 @@ class Settings(BaseModel):
     @property
     def retry_delays(self) -> tuple[timedelta, ...]:
         return retry_delays(self.dunning_schedule)
-
-
-TIMER_SETTINGS = ("trial_duration", "grace_duration", "dunning_schedule")
 
 
 def retry_delays(schedule: str) -> tuple[timedelta, ...]:

@@ -5,7 +5,6 @@ lengths from settings."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from tagih import clock
@@ -26,10 +25,6 @@ if TYPE_CHECKING:
     from tagih.domain.payment_methods import PaymentMethodStore
     from tagih.domain.usage import UsageTotals
     from tagih.domain.wallet import WalletStore
-
-
-def retry_schedule(settings: Settings) -> tuple[timedelta, ...]:
-    return settings.retry_delays
 
 
 def default_timers(settings: Settings) -> Timers:
@@ -104,7 +99,7 @@ def default_billing() -> Billing:
         grace_period=parse_duration(settings.grace_duration)
         if settings.grace_duration
         else DEFAULT_GRACE_PERIOD,
-        retry_schedule=retry_schedule(settings),
+        retry_schedule=settings.retry_delays,
         timers=default_timers(settings),
         usage=cast("UsageTotals", Deferred(_usage_items)),
         wallets=cast("WalletStore", Deferred(_wallet_items)),
