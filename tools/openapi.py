@@ -122,8 +122,7 @@ IDEMPOTENCY_KEY: dict[str, Any] = {
 ERROR_RESPONSES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "400": (
         "BadRequest",
-        "`malformed_json`: the body is not valid JSON; `organization_required`: a JWT with several "
-        "memberships and no `X-Organization-ID`.",
+        "`malformed_json`: the body is not valid JSON or UTF-8, or nests deeper than 32 levels.",
         ERROR_REF,
     ),
     "401": (
@@ -156,9 +155,9 @@ ERROR_RESPONSES: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
 }
 # What every path id is made of: Tagih's ids (prefix, `_`, base62: tagih/ids.py), organization ids
-# (letters, digits, `_`, `-`, as usage ingestion checks them) and metric names. The code measures an
-# id's 64 characters on the raw, percent-encoded path (Powertools matches rawPath), so an id with any
-# other character is longer than it looks; stating the alphabet makes the documented limit the real one.
+# (``ORGANIZATION_ID_PATTERN`` in tagih/domain/text.py) and metric names. The code measures an id's
+# 64 characters on the raw, percent-encoded path (Powertools matches rawPath), so an id with any other
+# character is longer than it looks; stating the alphabet makes the documented limit the real one.
 PATH_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 SUCCESS_DESCRIPTION = "Successful Response"  # Powertools' words for a route that names no responses
 

@@ -28,7 +28,7 @@ from tagih.domain.money import CurrencyCode
 from tagih.domain.subscriptions import (
     BillingCycle,
 )
-from tagih.domain.text import RequestBody
+from tagih.domain.text import ORGANIZATION_ID_PATTERN, RequestBody
 from tagih.observability import TRACED_LIBRARIES
 from tagih.services import operators
 from tagih.wiring import default_billing
@@ -50,12 +50,13 @@ app = create_resolver(
 )
 
 TAGS = ["Operators"]
-# The characters of an organization id (as usage ingestion checks them): anything else, such as a
-# percent-encoded `null%2Cnull` (Powertools reads the raw path), was taken as an organization and
-# given an Enterprise subscription.
+# The characters of an organization id: anything else, such as a percent-encoded `null%2Cnull`
+# (Powertools reads the raw path), was taken as an organization and given an Enterprise subscription.
 OrganizationId = Annotated[
     str,
-    Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="The organization acted on."),
+    Path(
+        min_length=1, max_length=64, pattern=ORGANIZATION_ID_PATTERN, description="The organization acted on."
+    ),
 ]
 OPERATOR_RESPONSES: dict[int, OpenAPIResponse] = {
     403: {"description": "`forbidden`: the caller lacks the `billing:operator` scope."},

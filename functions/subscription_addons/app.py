@@ -47,7 +47,6 @@ class AttachAddon(RequestBody):
     # Exactly one of the two as a string (null counts as left out), stated for the schema as the
     # validator below enforces it.
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "oneOf": [
                 {"required": ["addon_id"], "properties": {"addon_id": {"type": "string"}}},

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from tagih import clock
 from tagih.config import get_settings
-from tagih.domain.text import RequestBody
+from tagih.domain.text import ORGANIZATION_ID_PATTERN, RequestBody
 from tagih.domain.usage import MAX_EVENTS, UsageEvent
 from tagih.events.publisher import default_publisher
 from tagih.observability import TRACED_LIBRARIES
@@ -42,7 +42,7 @@ metrics = Metrics()
 class UsageReport(RequestBody):
     """The ``detail`` of a ``tagih.usage`` EventBridge event."""
 
-    organization_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    organization_id: str = Field(min_length=1, max_length=128, pattern=ORGANIZATION_ID_PATTERN)
     events: list[UsageEvent] = Field(min_length=1, max_length=MAX_EVENTS)
 
 

@@ -30,6 +30,9 @@ _REFUSED_IN_ONE_LINE = r"\x00-\x1F\x7F-\x9F\u202A-\u202E\u2066-\u2069"
 _SURROGATES = r"\uD800-\uDFFF"
 MULTILINE_PATTERN = f"^[^{_REFUSED_EVERYWHERE}]*$"
 SINGLE_LINE_PATTERN = f"^[^{_REFUSED_IN_ONE_LINE}]*$"
+# What an organization id is made of (the identity provider's ids, ``org_…``): checked wherever one
+# arrives outside the authorizer, a path or a queued report.
+ORGANIZATION_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 # A field that must hold something visible validates with this search pattern; its schema states
 # it together with the refused characters (one JSON Schema ``pattern`` per string).
 NOT_BLANK = r"\S"

@@ -86,7 +86,7 @@ def is_metric_name(name: str) -> bool:
 class UsageEvent(RequestBody):
     """One usage report. ``id`` is the product's own, unique per organization for 35 days."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     id: str = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", examples=["req_81f3a2"])
     metric: MetricName
